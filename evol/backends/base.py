@@ -1,0 +1,127 @@
+"""The one interface every model backend implements.
+
+A `Request` is backend-neutral: messages made of text and image references, an optional
+JSON schema for the answer, and sampling parameters. Images are referenced by path
+(relative to the image root) or URL and only turned into bytes by the backend at request
+time, so requests stay small, hashable and cacheable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+class BackendError(RuntimeError):
+    """A call that failed for good (after retries), with a readable reason."""
+
+
+class ReplyParseError(BackendError):
+    """The model answered, but not with what the schema asked for."""
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image reference: a path relative to the image root, or an http(s)/data URL."""
+
+    ref: str
+
+
+Part = Text | Image
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    parts: tuple[Part, ...]
+
+    @classmethod
+    def text(cls, role: str, text: str) -> "Message":
+        return cls(role, (Text(text),))
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything that determines a model's answer, plus a `tag` for messages and logs.
+
+    `template` names the prompt file and its version; it is part of the cache key so a
+    changed prompt never reuses old answers. `tag` (e.g. "rec42/r2/judge") is not.
+    """
+
+    messages: tuple[Message, ...]
+    schema: dict[str, Any] | None = None
+    schema_name: str = "answer"
+    sampling: Sampling = field(default_factory=Sampling)
+    template: str = ""
+    tag: str = ""
+
+    def images(self) -> list[str]:
+        return [p.ref for m in self.messages for p in m.parts if isinstance(p, Image)]
+
+    def text_chars(self) -> int:
+        return sum(len(p.text) for m in self.messages for p in m.parts if isinstance(p, Text))
+
+
+@dataclass
+class Reply:
+    """A model's answer: `data` is the parsed JSON when a schema was asked for."""
+
+    text: str
+    data: Any = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    finish_reason: str | None = None
+    cached: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "text": self.text,
+                "data": self.data,
+                "tokens_in": self.tokens_in,
+                "tokens_out": self.tokens_out,
+                "finish_reason": self.finish_reason,
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> "Reply":
+        d = json.loads(raw)
+        return cls(
+            text=d["text"],
+            data=d.get("data"),
+            tokens_in=d.get("tokens_in", 0),
+            tokens_out=d.get("tokens_out", 0),
+            finish_reason=d.get("finish_reason"),
+            cached=True,
+        )
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Async chat with images and a JSON schema.
+
+    `model` is the model name, part of every cache key. `complete` raises `BackendError`
+    (or `ReplyParseError`) when a call fails for good; it never returns a half answer.
+    """
+
+    model: str
+
+    async def complete(self, request: Request) -> Reply: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,96 @@
+"""Run configuration: one model for flags and YAML config files.
+
+A YAML file's keys are the flags' names (dashes or underscores both work); flags given on
+the command line win over the file, and the file wins over the defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_MIX = {"perceptual": 1 / 3, "reasoning": 1 / 3, "interaction": 1 / 3}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class EvolveConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    input: str
+    out: str
+    rounds: int = Field(3, ge=1, le=20)
+    backend: str = "openai"
+    model: str = ""
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    judge_model: str | None = None
+    image_root: str | None = None
+    max_side: int = Field(1344, ge=0)
+    image_detail: str = "auto"
+    send_images: bool = True
+    judge_image: bool = True
+    concurrency: int = Field(64, ge=1)
+    rpm: float | None = None
+    tpm: float | None = None
+    timeout: float = Field(120.0, gt=0)
+    max_attempts: int = Field(6, ge=1)
+    seed: int = 0
+    mix: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MIX))
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    judge_temperature: float = 0.0
+    min_score: float = Field(0.0, ge=0, le=10)
+    include_seeds: bool = False
+    input_format: str = "auto"
+    limit: int | None = None
+
+    @field_validator("mix", mode="before")
+    @classmethod
+    def _parse_mix(cls, v: Any) -> Any:
+        return parse_mix(v) if isinstance(v, str) else v
+
+    def public(self) -> dict[str, Any]:
+        """The config as stored in the manifest. Holds the key's variable name, never a key."""
+        return self.model_dump()
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """Parse "perceptual=1,reasoning=1,interaction=2" into weights."""
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, weight = part.partition("=")
+        if not sep:
+            raise ConfigError(f"--mix entry {part!r} should look like name=weight")
+        try:
+            mix[name.strip()] = float(weight)
+        except ValueError:
+            raise ConfigError(f"--mix weight for {name!r} is not a number: {weight!r}") from None
+    return mix
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of flag names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def build_config(cli: dict[str, Any], config_file: str | None) -> EvolveConfig:
+    """Merge defaults < YAML file < explicit flags (flags left unset are None)."""
+    merged: dict[str, Any] = load_yaml(config_file) if config_file else {}
+    merged.update({k: v for k, v in cli.items() if v is not None})
+    try:
+        return EvolveConfig(**merged)
+    except ValidationError as exc:
+        msgs = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid configuration: " + "; ".join(msgs)) from None

@@ -1,0 +1,255 @@
+"""What every evolution operator shares: the request it builds and how it reads the reply.
+
+An operator turns (record, the items to rewrite) into one `Request` and the model's reply
+into one child item per parent. It does no I/O of its own. In the prompt the items carry
+short ids "q1".."qn" (their position in `items`); the reply names the item it rewrites in
+`source_id`, and children are paired with parents by that id, never by position.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from evol.backends.base import Image, Message, Reply, ReplyParseError, Request, Sampling, Text
+from evol.prompts import load_prompt
+from evol.records import Item, Record, describe_validation_error
+
+COMMON_PROMPT = "evolve_common"
+_ROUND_SUFFIX = re.compile(r"@r\d+$")  # "rec#0@r2" -> "rec#0"; an "@" inside a record id is kept
+
+BOXES_GIVEN = (
+    "Boxes are given for the objects above, so questions may ask where things are or how many "
+    "there are; when a question or answer points at an object, cite its box exactly as listed."
+)
+NO_BOXES = (
+    "No boxes are given for this picture: ask nothing that needs locating or counting objects, "
+    "and write no coordinates anywhere."
+)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    sampling: Sampling = Sampling()
+    send_images: bool = True  # False: no image parts (text-only models)
+
+
+@dataclass
+class ParseResult:
+    """The children that came back, and a readable line for each entry that was dropped."""
+
+    items: list[Item] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def short_ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i + 1}" for i in range(n)]
+
+
+def format_box(box: list[float]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in box) + "]"
+
+
+def format_objects(record: Record) -> str:
+    """One line per object: "label: [x1, y1, x2, y2]", or the label alone when it has no box."""
+    if not record.objects:
+        return "(none listed)"
+    return "\n".join(f"- {o.label}: {format_box(o.box)}" if o.box else f"- {o.label}" for o in record.objects)
+
+
+def has_boxes(record: Record) -> bool:
+    return any(o.box for o in record.objects)
+
+
+def item_view(item: Item) -> dict[str, Any]:
+    """The Q&A&S fields of an item as the model sees them (no ids, lineage or verdicts)."""
+    view: dict[str, Any] = {
+        "objects": item.objects,
+        "skills": item.skills,
+        "format": item.format,
+        "question": item.question,
+        "steps": [{"manipulation": s.manipulation or "", "description": s.description} for s in item.steps],
+        "answer": item.answer,
+    }
+    if item.options:
+        view["options"] = item.options
+    return view
+
+
+def image_parts(record: Record, send: bool) -> list[Image]:
+    return [Image(ref) for ref in record.images] if send else []
+
+
+def picture_note(record: Record, sent: bool) -> str:
+    """What the user message says about the attached pictures."""
+    if not sent or not record.images:
+        return "No picture is attached in this conversation; work from the automatic account and the object list."
+    if len(record.images) > 1:
+        return f"The {len(record.images)} pictures above are Image 1 to Image {len(record.images)}, in that order."
+    return ""
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what} must be a list of strings")
+    return [v.strip() for v in value if v.strip()]
+
+
+class Operator:
+    """Base class; a subclass sets `name` and `objective` (its prompt file's name)."""
+
+    name: str = ""
+    objective: str = ""
+    schema_name = "evolved_items"
+
+    @property
+    def template_id(self) -> str:
+        return f"{load_prompt(COMMON_PROMPT).id}+{load_prompt(self.objective).id}"
+
+    def schema(self, n: int) -> dict[str, Any]:
+        strings = {"type": "array", "items": {"type": "string"}}
+        step = {
+            "type": "object",
+            "properties": {"manipulation": {"type": "string"}, "description": {"type": "string"}},
+            "required": ["manipulation", "description"],
+        }
+        entry = {
+            "type": "object",
+            "properties": {
+                "source_id": {"type": "string", "enum": short_ids("q", n)},
+                "objects": strings,
+                "skills": strings,
+                "format": {"type": "string"},
+                "question": {"type": "string"},
+                "steps": {"type": "array", "items": step},
+                "answer": {"type": "string"},
+                "options": strings,
+            },
+            "required": ["source_id", "objects", "skills", "format", "question", "steps", "answer"],
+        }
+        return {
+            "type": "object",
+            "properties": {"items": {"type": "array", "minItems": n, "maxItems": n, "items": entry}},
+            "required": ["items"],
+        }
+
+    def build(self, record: Record, items: list[Item], round: int, opts: BuildOptions = BuildOptions()) -> Request:
+        if not items:
+            raise ValueError(f"record {record.id!r}: no items to evolve")
+        ids = short_ids("q", len(items))
+        shown = [{"id": sid, **item_view(it)} for sid, it in zip(ids, items)]
+        common = load_prompt(COMMON_PROMPT)
+        system = common.render(
+            caption=record.caption.strip() or "(none)",
+            objects=format_objects(record),
+            boxes_rule=BOXES_GIVEN if has_boxes(record) else NO_BOXES,
+            items="\n".join(json.dumps(s, ensure_ascii=False) for s in shown),
+            objective=load_prompt(self.objective).render(n=len(items)).strip(),
+            n=len(items),
+        )
+        note = picture_note(record, opts.send_images)
+        if not opts.send_images:
+            note += " Ask only about what they state."
+        ask = f"Write the new items for {', '.join(ids)} as instructed."
+        user = (*image_parts(record, opts.send_images), Text(f"{note}\n{ask}".strip()))
+        return Request(
+            messages=(Message.text("system", system), Message("user", user)),
+            schema=self.schema(len(items)),
+            schema_name=self.schema_name,
+            sampling=opts.sampling,
+            template=self.template_id,
+            tag=f"{record.id}/r{round}/{self.name}",
+        )
+
+    def parse(self, record: Record, items: list[Item], round: int, reply: Reply) -> ParseResult:
+        """One child per parent, matched by `source_id`.
+
+        Entries with an unknown or repeated `source_id`, or that fail validation, are
+        skipped and described in `problems`; so is a parent that got no child. Raises
+        `ReplyParseError` when the reply holds no usable entry at all.
+        """
+        entries = _entries(reply, self.name)
+        by_short = {sid: it for sid, it in zip(short_ids("q", len(items)), items)}
+        by_real = {it.id: it for it in items}
+        result, done, tried = ParseResult(), set(), set()
+        for k, entry in enumerate(entries, 1):
+            if not isinstance(entry, dict):
+                result.problems.append(f"{self.name} entry {k} is {type(entry).__name__}, not an object")
+                continue
+            sid = entry.get("source_id")
+            key = sid.strip() if isinstance(sid, str) else None
+            parent = by_short.get(key.lower()) if key else None
+            parent = parent or by_real.get(key or "")
+            if parent is None:
+                result.problems.append(f"{self.name} entry {k} has unknown source_id {sid!r}")
+                continue
+            if parent.id in done:
+                result.problems.append(f"{self.name} entry {k} repeats source_id {sid!r}; kept the first")
+                continue
+            try:
+                child = _child(entry, parent, round)
+            except (TypeError, ValueError) as exc:
+                reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+                result.problems.append(f"{self.name} entry {k} (for item {parent.id}) is unusable: {reason}")
+                tried.add(parent.id)
+                continue
+            done.add(parent.id)
+            result.items.append(child)
+        for sid, parent in by_short.items():
+            if parent.id not in done and parent.id not in tried:
+                result.problems.append(f"{self.name} returned no rewrite for item {parent.id} ({sid})")
+        if not result.items:
+            detail = "; ".join(result.problems[:3]) or "the items list was empty"
+            raise ReplyParseError(f"{self.name} reply has no usable item: {detail}")
+        return result
+
+
+def _entries(reply: Reply, who: str) -> list[Any]:
+    data = reply.data
+    if data is None:
+        cut = " (the answer was cut off at max_tokens)" if reply.finish_reason == "length" else ""
+        raise ReplyParseError(f"{who} reply is not JSON{cut}: {reply.text[:120]!r}")
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise ReplyParseError(f"{who} reply has no 'items' list: {json.dumps(data)[:120]}")
+    return data["items"]
+
+
+def _child(entry: dict[str, Any], parent: Item, round: int) -> Item:
+    question, answer = entry.get("question"), entry.get("answer")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("question is missing or not text")
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError("answer is missing or not text")
+    fmt = entry.get("format")
+    if fmt is not None and not isinstance(fmt, str):
+        raise TypeError("format must be text")
+    steps = entry.get("steps") or []
+    if not isinstance(steps, list):
+        raise TypeError("steps must be a list")
+    return Item.model_validate({
+        "id": _ROUND_SUFFIX.sub("", parent.id) + f"@r{round}",
+        "parent": parent.id,
+        "question": question.strip(),
+        "answer": answer.strip(),
+        "objects": _strings(entry.get("objects"), "objects"),
+        "skills": _strings(entry.get("skills"), "skills"),
+        "format": (fmt or "").strip() or None,
+        "steps": [_step(s) for s in steps],
+        "options": _strings(entry.get("options"), "options"),
+        "verdict": None,
+    })
+
+
+def _step(step: Any) -> Any:
+    """A step as an object; a bare string is its description, an empty manipulation is None."""
+    if isinstance(step, str):
+        return {"manipulation": None, "description": step.strip()}
+    if isinstance(step, dict) and isinstance(step.get("manipulation"), str) and not step["manipulation"].strip():
+        return {**step, "manipulation": None}
+    return step

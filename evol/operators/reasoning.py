@@ -1,0 +1,8 @@
+"""Cognitive reasoning evolution: more objects, more abilities, more real steps."""
+
+from evol.operators.base import Operator
+
+
+class Reasoning(Operator):
+    name = "reasoning"
+    objective = "evolve_reasoning"

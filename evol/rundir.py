@@ -1,0 +1,220 @@
+"""A run folder: its layout, resuming into it, and turning it into final outputs.
+
+`records.jsonl` and `rejects.jsonl` are append-only journals written as each record
+finishes. A record's rejects are written before its record line, so after a crash a
+record counts as done only when its record line made it to disk; rejects of records that
+were still in flight are dropped on resume and written again when those records finish.
+`llava.json` and `manifest.json` are derived from the journals, so `evol filter` can
+rebuild them with other thresholds and no model call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from array import array
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evol import __version__
+from evol.io import LlavaWriter, llava_entry, read_jsonl_tolerant
+from evol.records import Record
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def records(self) -> Path:
+        return self.root / "records.jsonl"
+
+    @property
+    def rejects(self) -> Path:
+        return self.root / "rejects.jsonl"
+
+    @property
+    def llava(self) -> Path:
+        return self.root / "llava.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache.sqlite"
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def read_manifest(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.manifest.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def reject_entry(
+    key: str,
+    reason: str,
+    stage: str,
+    *,
+    record: str | None = None,
+    item: str | None = None,
+    round: int | None = None,
+    final: bool = False,
+) -> dict[str, Any]:
+    """One line of rejects.jsonl. `final` marks a record that will never reach records.jsonl."""
+    entry: dict[str, Any] = {"key": key, "record": record, "stage": stage, "reason": reason}
+    if item is not None:
+        entry["item"] = item
+    if round is not None:
+        entry["round"] = round
+    entry["final"] = final
+    return entry
+
+
+def prepare_resume(run: RunDir) -> set[str]:
+    """Return the keys of records already finished, and tidy the journals for a rerun.
+
+    A torn last line of records.jsonl is cut off; rejects that belong to records which
+    never finished are removed (they will be produced again).
+    """
+    finished: set[str] = set()
+    if run.records.exists():
+        for rec in read_jsonl_tolerant(run.records, repair=True):
+            finished.add(str(rec.get("meta", {}).get("key", rec.get("id"))))
+    if not run.rejects.exists():
+        return finished
+    final_keys: set[str] = set()
+    for entry in read_jsonl_tolerant(run.rejects, repair=True):
+        if entry.get("final"):
+            final_keys.add(str(entry.get("key")))
+    terminal = finished | final_keys
+    tmp = run.rejects.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        for entry in read_jsonl_tolerant(run.rejects):
+            if str(entry.get("key")) in terminal:
+                out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    os.replace(tmp, run.rejects)
+    return terminal
+
+
+def _index_records(path: Path) -> array:
+    """(input index, byte offset) pairs of every record line, sorted by input index.
+
+    Two machine words per record instead of the records themselves: the final files come
+    out in input order whatever order records finished in.
+    """
+    pairs: list[tuple[int, int]] = []
+    with open(path, "rb") as f:
+        offset = 0
+        for line in f:
+            if line.strip():
+                try:
+                    idx = int(json.loads(line).get("meta", {}).get("index", 0))
+                except ValueError:
+                    idx = -1
+                if idx >= 0:
+                    pairs.append((idx, offset))
+            offset += len(line)
+    pairs.sort()
+    flat = array("q")
+    for idx, off in pairs:
+        flat.append(off)
+    return flat
+
+
+def iter_records_in_order(path: Path):
+    if not path.exists():
+        return
+    offsets = _index_records(path)
+    with open(path, "rb") as f:
+        for off in offsets:
+            f.seek(off)
+            yield Record.model_validate_json(f.readline())
+
+
+def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_seeds: bool,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write llava.json and manifest.json from the journals; return the manifest."""
+    per_round: dict[int, Counter] = defaultdict(Counter)
+    per_operator: dict[str, Counter] = defaultdict(Counter)
+    totals: Counter = Counter()
+    with LlavaWriter(run.llava) as llava:
+        for rec in iter_records_in_order(run.records):
+            totals["records"] += 1
+            totals["seed_items"] += len(rec.items)
+            if include_seeds:
+                for item in rec.items:
+                    llava.write(llava_entry(rec, item))
+                    totals["llava_entries"] += 1
+            kept_any = False
+            for v in rec.versions:
+                kept = [it for it in v.items if it.passes(min_score)]
+                judged = [it for it in v.items if it.verdict is not None and it.verdict.rule is None]
+                for c in (per_round[v.round], per_operator[v.operator]):
+                    c["versions"] += 1
+                    c["failed"] += v.status != "judged"
+                    c["items"] += len(v.items)
+                    c["kept"] += len(kept)
+                    c["rule_rejected"] += sum(1 for it in v.items if it.verdict and it.verdict.rule)
+                    c["judged"] += len(judged)
+                    c["score_sum"] += sum(it.verdict.score for it in judged)
+                totals["tokens_in"] += v.tokens_in
+                totals["tokens_out"] += v.tokens_out
+                totals["requests"] += v.requests
+                for item in kept:
+                    llava.write(llava_entry(rec, item))
+                    totals["llava_entries"] += 1
+                    kept_any = True
+            totals["records_with_kept_items"] += kept_any
+    reject_stages: Counter = Counter()
+    final_rejects = 0
+    if run.rejects.exists():
+        for entry in read_jsonl_tolerant(run.rejects):
+            reject_stages[entry.get("stage", "?")] += 1
+            final_rejects += bool(entry.get("final"))
+
+    def summarise(c: Counter) -> dict[str, Any]:
+        d = dict(c)
+        d["kept_ratio"] = round(c["kept"] / c["items"], 4) if c["items"] else None
+        d["mean_score"] = round(c["score_sum"] / c["judged"], 3) if c["judged"] else None
+        d.pop("score_sum", None)
+        return d
+
+    previous = run.read_manifest()
+    manifest = {
+        "evol_version": __version__,
+        "python": platform.python_version(),
+        "created": previous.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": config,
+        "thresholds": {"min_score": min_score, "include_seeds": include_seeds},
+        "counts": {
+            "records_out": totals["records"],
+            "records_rejected": final_rejects,
+            "records_with_kept_items": totals["records_with_kept_items"],
+            "seed_items": totals["seed_items"],
+            "llava_entries": totals["llava_entries"],
+            "rejects_by_stage": dict(reject_stages),
+        },
+        "rounds": {str(r): summarise(c) for r, c in sorted(per_round.items())},
+        "operators": {k: summarise(c) for k, c in sorted(per_operator.items())},
+        "tokens": {"in": totals["tokens_in"], "out": totals["tokens_out"]},
+        "model_calls": totals["requests"],
+    }
+    for key in ("prompts", "invocations"):
+        if key in previous:
+            manifest[key] = previous[key]
+    if extra:
+        manifest.update(extra)
+    tmp = run.manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    os.replace(tmp, run.manifest)
+    return manifest

@@ -1,0 +1,424 @@
+"""A small OpenAI-compatible chat-completions server for tests and benchmarks.
+
+It answers ``POST /v1/chat/completions`` with synthetic but schema-valid
+content, and can inject latency and faults (429, 500, hangs, garbled JSON)
+so that the real CLI can be exercised over real HTTP.  Two random sources
+are kept apart on purpose:
+
+* the *content* rng is seeded from the request body, so the same request
+  always gets the same answer (caching and resume logic can be tested);
+* the *fault* rng is seeded once from ``ServerConfig.seed`` and advances per
+  request, so a retry of a failed request may well succeed.
+
+Run it standalone with ``python -m evol.testing.server --port 0 ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+SCHEMA_MARKER = "follows this JSON schema:"
+MODEL_ID = "mock-vlm"
+
+_WORDS = """red blue green yellow small large wooden metal glass striped bright dark shiny round
+square tall narrow distant nearby cluttered empty crowded quiet person child dog cat bicycle car
+bus tree bench table chair window door lamp cup bottle book sign shadow reflection sky cloud
+mountain river road street building bridge boat kitchen shelf plate apple banana umbrella hat
+jacket bag clock fence grass wall floor ceiling corner left right behind beside under above near
+center foreground background top bottom edge holding sitting standing walking leaning facing
+parked hanging stacked visible partially blurred counted compared scene image photo region
+texture color pattern outline silhouette label number text logo""".split()
+
+_PROSE = (
+    ("Here is the requested output.", "Let me know if anything should change."),
+    ("Sure! Below is the JSON you asked for.", "I hope this helps."),
+    ("I looked at the input carefully; the result follows.", "All fields are filled in."),
+)
+
+
+@dataclass
+class ServerConfig:
+    latency: float = 0.0        # mean seconds per answer
+    spread: float = 0.0         # lognormal sigma; the mean stays `latency`; 0 = fixed
+    fail_429: float = 0.0       # probability of 429 (immediate, Retry-After: 0)
+    fail_500: float = 0.0       # probability of 500
+    fail_timeout: float = 0.0   # probability of hanging `hang_seconds` first
+    hang_seconds: float = 30.0
+    garbled: float = 0.0        # probability of a 200 whose content is not valid JSON
+    no_schema: bool = False     # reject json_schema response_format with a 400
+    improved_rate: float = 0.8  # P(boolean property "improved" is true)
+    seed: int = 0               # seeds the fault rng only
+
+
+# ----------------------------------------------------------------- generation
+
+class _Generator:
+    """Builds a JSON value that satisfies a (subset of) JSON Schema."""
+
+    def __init__(self, rng: random.Random, root: dict, improved_rate: float):
+        self.rng, self.root, self.improved_rate = rng, root, improved_rate
+
+    def resolve(self, schema) -> dict:
+        seen = 0
+        while isinstance(schema, dict) and "$ref" in schema and seen < 32:
+            ref, node = schema["$ref"], self.root
+            if not ref.startswith("#/"):
+                return {}
+            for part in ref[2:].split("/"):
+                node = node.get(part.replace("~1", "/").replace("~0", "~"), {})
+            schema, seen = node, seen + 1
+        return schema if isinstance(schema, dict) else {}
+
+    def sentence(self, question: bool = False) -> str:
+        words = self.rng.choices(_WORDS, k=self.rng.randint(8, 20))
+        return " ".join(words).capitalize() + ("?" if question else ".")
+
+    def value(self, schema, name: str | None = None, override: dict | None = None):
+        s, rng = self.resolve(schema), self.rng
+        if "const" in s:
+            return s["const"]
+        if s.get("enum"):
+            return rng.choice(s["enum"])
+        for key in ("anyOf", "oneOf"):
+            if key in s:
+                options = [self.resolve(o) for o in s[key]] or [{}]
+                pick = next((o for o in options if o.get("type") != "null"), options[0])
+                return self.value(pick, name, override)
+        kind = s.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind is None:
+            kind = "object" if "properties" in s else "array" if "items" in s else "string"
+        if kind == "object":
+            override = override or {}
+            return {k: override[k] if k in override else self.value(v, k)
+                    for k, v in s.get("properties", {}).items()}
+        if kind == "array":
+            return self.array(s)
+        if kind == "boolean":
+            rate = self.improved_rate if name == "improved" else 0.5
+            return rng.random() < rate
+        if kind in ("integer", "number"):
+            return self.number(s, kind == "integer")
+        if kind == "null":
+            return None
+        return self.sentence(question=name == "question")
+
+    def array(self, s: dict) -> list:
+        """Array of 1..3 items by default.
+
+        When the items are objects carrying an enum property (callers put item
+        ids there), element i gets the i-th enum value so each id shows up once.
+        """
+        lo, hi = s.get("minItems"), s.get("maxItems")
+        if lo is None:
+            lo = 1 if hi is None else min(1, hi)
+        hi = max(lo, 3 if hi is None else hi)
+        count = self.rng.randint(lo, hi)
+        items = self.resolve(s.get("items", {}))
+        enums = {k: self.resolve(v)["enum"] for k, v in items.get("properties", {}).items()
+                 if self.resolve(v).get("enum")}
+        out = []
+        for i in range(count):
+            override = {k: vals[i] for k, vals in enums.items() if i < len(vals)}
+            out.append(self.value(items, None, override))
+        return out
+
+    def number(self, s: dict, integer: bool):
+        step = 1 if integer else 0.001
+        lo, hi = s.get("minimum"), s.get("maximum")
+        if type(s.get("exclusiveMinimum")) in (int, float):  # not draft-4 booleans
+            lo = s["exclusiveMinimum"] + step
+        if type(s.get("exclusiveMaximum")) in (int, float):
+            hi = s["exclusiveMaximum"] - step
+        if lo is None:
+            lo = 1 if hi is None else min(1, hi)
+        hi = max(lo, lo + 9 if hi is None else hi)
+        if integer:
+            return self.rng.randint(math.ceil(lo), max(math.ceil(lo), math.floor(hi)))
+        return min(max(round(self.rng.uniform(lo, hi), 3), lo), hi)
+
+
+def _message_text(messages) -> tuple[str, int]:
+    """All text in the messages, plus the number of image parts."""
+    texts, images = [], 0
+    for msg in messages or []:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict):
+                    continue
+                if part.get("type") == "text":
+                    texts.append(str(part.get("text", "")))
+                elif part.get("type") in ("image_url", "image", "input_image"):
+                    images += 1
+    return "\n".join(texts), images
+
+
+def _schema_in_text(text: str):
+    """The JSON schema right after the marker in the prompt, or None."""
+    at = text.find(SCHEMA_MARKER)
+    if at >= 0:
+        with contextlib.suppress(ValueError):
+            schema, _ = json.JSONDecoder().raw_decode(text[at + len(SCHEMA_MARKER):].lstrip())
+            return schema if isinstance(schema, dict) else None
+    return None
+
+
+def make_content(body: dict, improved_rate: float = 0.8) -> str:
+    """Deterministic answer text for a request body (faults aside).
+
+    With a json_schema response_format the answer is bare JSON.  Otherwise a
+    schema embedded in the prompt is answered like a chatty model would: prose
+    around a fenced block, so clients have to extract the JSON tolerantly.
+    """
+    fmt = body.get("response_format") or {}
+    canon = json.dumps([body.get("model"), body.get("messages"), fmt or None],
+                       sort_keys=True, separators=(",", ":"))
+    rng = random.Random(hashlib.sha256(canon.encode()).digest())
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    else:
+        schema = _schema_in_text(_message_text(body.get("messages"))[0])
+    gen = _Generator(rng, schema or {}, improved_rate)
+    if schema is None:
+        return json.dumps({"answer": gen.sentence()}) if kind == "json_object" else gen.sentence()
+    doc = gen.value(schema)
+    if kind in ("json_schema", "json_object"):
+        return json.dumps(doc)
+    head, tail = rng.choice(_PROSE)
+    return f"{head}\n\n```json\n{json.dumps(doc, indent=2)}\n```\n\n{tail}"
+
+
+# --------------------------------------------------------------------- server
+
+@dataclass
+class _State:
+    cfg: ServerConfig
+    rng: random.Random
+    stopping: asyncio.Event
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: dict = field(default_factory=lambda: {
+        "requests": 0, "ok": 0, "status": {}, "timeouts": 0, "garbled": 0})
+
+    def bump(self, *keys: str) -> None:
+        """Count under each key; HTTP codes ("429") go into the status table."""
+        with self.lock:
+            for key in keys:
+                table = self.counts["status"] if key.isdigit() else self.counts
+                table[key] = table.get(key, 0) + 1
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {**self.counts, "status": dict(self.counts["status"])}
+
+    def pick_fault(self) -> str | None:
+        """One draw from the fault rng picks at most one fault."""
+        roll, cfg = self.rng.random(), self.cfg
+        for name, p in (("429", cfg.fail_429), ("500", cfg.fail_500),
+                        ("timeout", cfg.fail_timeout), ("garbled", cfg.garbled)):
+            if roll < p:
+                return name
+            roll -= p
+        return None
+
+    def delay(self) -> float:
+        cfg = self.cfg
+        if cfg.latency <= 0:
+            return 0.0
+        if cfg.spread <= 0:
+            return cfg.latency
+        mu = math.log(cfg.latency) - cfg.spread ** 2 / 2
+        return self.rng.lognormvariate(mu, cfg.spread)
+
+
+_STATE = web.AppKey("state", _State)
+
+
+def _error(status: int, message: str, kind: str, headers=None) -> web.Response:
+    body = {"error": {"message": message, "type": kind, "code": status}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+async def _wait(state: _State, seconds: float) -> None:
+    """Sleep, but wake at once when the server is stopping."""
+    if seconds > 0:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(state.stopping.wait(), seconds)
+
+
+async def _chat(request: web.Request) -> web.Response:
+    state: _State = request.app[_STATE]
+    cfg = state.cfg
+    state.bump("requests")
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not (isinstance(body, dict) and isinstance(body.get("messages"), list)):
+        state.bump("400")
+        return _error(400, "body must be a JSON object with messages", "invalid_request_error")
+    fmt = body.get("response_format")
+    if cfg.no_schema and isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        state.bump("400")
+        return _error(400, "response_format json_schema is not supported", "invalid_request_error")
+
+    fault = state.pick_fault()
+    if fault == "429":  # comes back at once, like a rate limiter would
+        state.bump("429")
+        return _error(429, "rate limited", "rate_limit_error", {"Retry-After": "0"})
+    if fault == "timeout":
+        state.bump("timeouts")
+        await _wait(state, cfg.hang_seconds)
+    else:
+        await _wait(state, state.delay())
+    if fault == "500":
+        state.bump("500")
+        return _error(500, "internal error", "server_error")
+    if fault == "garbled":
+        state.bump("garbled", "200")
+        content = state.rng.choice([
+            '{"items": [{"question": "unterminated',
+            "I could not produce the requested structure for this image, sorry.",
+        ])
+    else:
+        state.bump("ok", "200")
+        content = make_content(body, cfg.improved_rate)
+
+    text, images = _message_text(body.get("messages"))
+    prompt_tokens = len(text) // 4 + 85 * images
+    completion_tokens = max(1, len(content) // 4)
+    return web.json_response({
+        "id": "chatcmpl-" + hashlib.sha1(content.encode()).hexdigest()[:24],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model") or MODEL_ID,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    })
+
+
+async def _models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [
+        {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "evol"}]})
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_STATE].snapshot())
+
+
+async def _start(cfg: ServerConfig, port: int) -> tuple[web.AppRunner, _State, int]:
+    state = _State(cfg, random.Random(cfg.seed), asyncio.Event())
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[_STATE] = state
+    app.router.add_post("/v1/chat/completions", _chat)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/stats", _stats)
+    # no access log (CPU, stdout noise); cancel handlers of vanished clients
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                           shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, state, runner.addresses[0][1]
+
+
+async def _shutdown(runner: web.AppRunner, state: _State) -> None:
+    state.stopping.set()
+    await runner.cleanup()
+
+
+class RunningServer:
+    """Handle on a server whose event loop runs in a daemon thread."""
+
+    def __init__(self, cfg: ServerConfig, port: int = 0):
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(cfg, port, ready),
+                                        name="evol-test-server", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if isinstance(self._started, BaseException):
+            raise self._started  # e.g. the port was taken
+        self._runner, self._state, port = self._started
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    def _run(self, cfg: ServerConfig, port: int, ready: threading.Event) -> None:
+        try:
+            self._started = self._loop.run_until_complete(_start(cfg, port))
+        except BaseException as exc:
+            self._started = exc
+        ready.set()
+        if not isinstance(self._started, BaseException):
+            self._loop.run_forever()
+        self._loop.close()
+
+    def stats(self) -> dict:
+        return self._state.snapshot()
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        done = asyncio.run_coroutine_threadsafe(_shutdown(self._runner, self._state), self._loop)
+        try:
+            done.result(timeout=10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+
+def start_in_thread(cfg: ServerConfig, port: int = 0) -> RunningServer:
+    """Start a server on 127.0.0.1 in a daemon thread; returns once listening."""
+    return RunningServer(cfg, port)
+
+
+# ------------------------------------------------------------------------ CLI
+
+def _parse(argv=None) -> tuple[ServerConfig, int]:
+    parser = argparse.ArgumentParser(description="OpenAI-compatible mock server for tests.")
+    parser.add_argument("--port", type=int, default=0)
+    for name, default in vars(ServerConfig()).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true")
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
+    args = vars(parser.parse_args(argv))
+    port = args.pop("port")
+    return ServerConfig(**args), port
+
+
+async def _serve(cfg: ServerConfig, port: int) -> None:
+    runner, state, bound = await _start(cfg, port)
+    print(f"listening http://127.0.0.1:{bound}/v1", flush=True)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    await done.wait()
+    await _shutdown(runner, state)
+
+
+def main(argv=None) -> None:
+    cfg, port = _parse(argv)
+    asyncio.run(_serve(cfg, port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""The real `evol evolve` CLI, end to end over HTTP against the local test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from conftest import FAKE_KEY, evolve_args, popen_cli, read_jsonl, run_cli, write_llava_seeds
+
+
+def _account(out: Path, n_input: int) -> tuple[list[dict], list[dict]]:
+    """Check that every input record is in records.jsonl or rejected, and every
+    evolved item is kept or has a reject entry; return (records, rejects)."""
+    records = read_jsonl(out / "records.jsonl")
+    rejects = read_jsonl(out / "rejects.jsonl")
+    final = {r["key"] for r in rejects if r["final"]}
+    done = {r["meta"]["key"] for r in records}
+    assert not (final & done)
+    assert len(done) + len(final) == n_input == len(records) + sum(r["final"] for r in rejects)
+    rejected_items = {r["item"] for r in rejects if "item" in r}
+    failed_rounds = {(r["record"], r["round"]) for r in rejects if r["stage"] == "evolve"}
+    llava_ids = {e["id"] for e in json.loads((out / "llava.json").read_text())}
+    for rec in records:
+        for v in rec["versions"]:
+            if v["status"] == "failed":
+                assert (rec["id"], v["round"]) in failed_rounds
+            for it in v["items"]:
+                kept = bool(it.get("verdict") and it["verdict"]["improved"])
+                assert kept == (it["id"] in llava_ids), it["id"]
+                assert kept or it["id"] in rejected_items, it["id"]
+    return records, rejects
+
+
+def test_evolve_writes_run_folder(tmp_path, server):
+    seeds = write_llava_seeds(tmp_path, 12)
+    out = tmp_path / "run"
+    res = run_cli(*evolve_args(seeds, out, server.url, "--rounds", "3", "--seed", "7"))
+    assert res.returncode == 0, res.stderr
+    for name in ("llava.json", "records.jsonl", "rejects.jsonl", "manifest.json", "cache.sqlite"):
+        assert (out / name).exists(), name
+    records, rejects = _account(out, 12)
+    assert len(records) == 12
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["rounds"]) == {"1", "2", "3"}
+    assert sum(r["versions"] for r in manifest["operators"].values()) == sum(len(r["versions"]) for r in records)
+    assert manifest["tokens"]["in"] > 0 and manifest["tokens"]["out"] > 0
+    assert manifest["rounds"]["1"]["kept_ratio"] is not None
+    assert manifest["config"]["api_key_env"] == "OPENAI_API_KEY"
+    assert manifest["prompts"] and manifest["wall_s"] > 0
+
+    # LLaVA output: one <image> per image, at the start of the first human turn.
+    llava = json.loads((out / "llava.json").read_text())
+    assert llava, "some items should survive"
+    assert manifest["counts"]["llava_entries"] == len(llava)
+    by_record = {r["id"]: r for r in records}
+    for entry in llava:
+        rec = by_record[entry["record"]]
+        human = entry["conversations"][0]["value"]
+        assert human.count("<image>") == len(rec["images"])
+        assert human.startswith("<image>\n" * len(rec["images"]))
+        images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
+        assert images == rec["images"]
+
+    # Lineage: every evolved item names a parent from the seed or an earlier kept version.
+    for rec in records:
+        known = {it["id"] for it in rec["items"]}
+        for v in rec["versions"]:
+            assert v["operator"] in ("perceptual", "reasoning", "interaction")
+            for it in v["items"]:
+                assert it["parent"] in known
+            known |= {it["id"] for it in v["items"] if it.get("verdict") and it["verdict"]["improved"]}
+    # Eliminated items carry a readable reason.
+    assert all(r["reason"] for r in rejects)
+
+    # The API key is in no file of the run folder.
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert FAKE_KEY.encode() not in f.read_bytes(), f
+
+
+def test_rerun_of_finished_run_makes_no_request(tmp_path, server):
+    seeds = write_llava_seeds(tmp_path, 6)
+    out = tmp_path / "run"
+    assert run_cli(*evolve_args(seeds, out, server.url, "--rounds", "2")).returncode == 0
+    first = (out / "llava.json").read_text()
+    sent = server.stats()["requests"]
+    res = run_cli(*evolve_args(seeds, out, server.url, "--rounds", "2"))
+    assert res.returncode == 0, res.stderr
+    assert server.stats()["requests"] == sent
+    assert (out / "llava.json").read_text() == first
+    assert len(read_jsonl(out / "records.jsonl")) == 6
+
+
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path, server_factory):
+    n, conc = 40, 8
+    seeds = write_llava_seeds(tmp_path, n)
+    ref_srv = server_factory(latency=0.05)
+    ref = tmp_path / "ref"
+    assert run_cli(*evolve_args(seeds, ref, ref_srv.url, "--rounds", "2", "--concurrency", str(conc))).returncode == 0
+    uninterrupted = ref_srv.stats()["requests"]
+
+    srv = server_factory(latency=0.05)
+    out = tmp_path / "run"
+    args = evolve_args(seeds, out, srv.url, "--rounds", "2", "--concurrency", str(conc))
+    proc = popen_cli(*args)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(read_jsonl(out / "records.jsonl")) < n // 2:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_jsonl(out / "records.jsonl"))
+    assert 0 < done_before < n, "the kill should land halfway"
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr
+    assert (out / "llava.json").read_text() == (ref / "llava.json").read_text()
+    _account(out, n)
+    # Only calls that were in flight at the kill may be sent twice.
+    assert srv.stats()["requests"] <= uninterrupted + conc
+
+
+def test_injected_faults_lose_nothing(tmp_path, server_factory):
+    srv = server_factory(fail_429=0.05, fail_500=0.05, garbled=0.05, fail_timeout=0.05, hang_seconds=3, seed=3)
+    n = 30
+    seeds = write_llava_seeds(tmp_path, n)
+    out = tmp_path / "run"
+    res = run_cli(*evolve_args(seeds, out, srv.url, "--rounds", "2", "--timeout", "1", "--max-attempts", "2"))
+    assert res.returncode == 0, res.stderr
+    stats = srv.stats()
+    assert stats["status"].get("429", 0) and stats["status"].get("500", 0) and stats["garbled"] and stats["timeouts"]
+    records, rejects = _account(out, n)
+    # With 2 tries per call some calls fail for good: those are visible as rejects.
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["records_out"] + manifest["counts"]["records_rejected"] == n
+
+
+def test_bad_input_is_rejected_and_the_run_goes_on(tmp_path, server):
+    seeds = write_llava_seeds(tmp_path, 3)
+    (tmp_path / "images" / "corrupt.jpg").write_bytes(b"this is not a jpeg at all")
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(secret)
+    conv = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A thing."}]
+    bad = [
+        '{"id": "broken", "image": "coffee.jpg", "conversations": [',
+        json.dumps({"id": "missing", "image": "nope.jpg", "conversations": conv}),
+        json.dumps({"id": "corrupt", "image": "corrupt.jpg", "conversations": conv}),
+        json.dumps({"id": "escape", "image": "../secret.png", "conversations": conv}),
+        json.dumps({"id": "absolute", "image": str(secret), "conversations": conv}),
+        json.dumps({"id": "badtype", "images": ["coffee.jpg"], "caption": {"not": "text"}, "items": []}),
+    ]
+    with open(seeds, "a") as f:
+        f.write("\n".join(bad) + "\n")
+    out = tmp_path / "run"
+    res = run_cli(*evolve_args(seeds, out, srv_url := server.url, "--rounds", "1"))
+    assert res.returncode == 0, res.stderr
+    records, rejects = _account(out, 9)
+    assert {r["id"] for r in records} == {"s0", "s1", "s2"}
+    final = {r["record"] or r["key"]: r for r in rejects if r["final"]}
+    assert len(final) == 6
+    reasons = {k: v["reason"].lower() for k, v in final.items()}
+    broken = next(k for k in reasons if k.startswith("line:"))
+    assert "line:" in broken
+    assert "not found" in reasons["missing"]
+    assert "corrupt" in reasons["corrupt"] or "not an image" in reasons["corrupt"]
+    assert "outside" in reasons["escape"] and "outside" in reasons["absolute"]
+    assert "caption" in reasons["badtype"]
+    # Each one is named in a warning on stderr.
+    for name in ("missing", "corrupt", "escape", "absolute", "badtype"):
+        assert name in res.stderr
+    assert srv_url  # the server saw only the good records' calls
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert FAKE_KEY.encode() not in f.read_bytes()
+
+
+def test_filter_reapplies_threshold_without_requests(tmp_path, server):
+    seeds = write_llava_seeds(tmp_path, 10)
+    out = tmp_path / "run"
+    assert run_cli(*evolve_args(seeds, out, server.url, "--rounds", "2")).returncode == 0
+    before = json.loads((out / "llava.json").read_text())
+    sent = server.stats()["requests"]
+    res = run_cli("filter", str(out), "--min-score", "6")
+    assert res.returncode == 0, res.stderr
+    after = json.loads((out / "llava.json").read_text())
+    assert server.stats()["requests"] == sent
+    scores = {it["id"]: it["verdict"]["score"] for rec in read_jsonl(out / "records.jsonl")
+              for v in rec["versions"] for it in v["items"] if it.get("verdict")}
+    assert {e["id"] for e in after} == {e["id"] for e in before if scores[e["id"]] >= 6}
+    assert len(after) < len(before)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["thresholds"]["min_score"] == 6
+
+
+def test_dry_run_calls_nothing(tmp_path, server):
+    seeds = write_llava_seeds(tmp_path, 5)
+    out = tmp_path / "run"
+    res = run_cli(*evolve_args(seeds, out, server.url, "--rounds", "3", "--dry-run"))
+    assert res.returncode == 0, res.stderr
+    assert "requests: at most 30" in res.stderr
+    assert server.stats()["requests"] == 0
+    assert not (out / "cache.sqlite").exists()
+
+
+def test_yaml_config_keys_match_flags(tmp_path, server):
+    seeds = write_llava_seeds(tmp_path, 4)
+    out = tmp_path / "run"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"rounds: 1\nmodel: test-vlm\nbase-url: {server.url}\nimage_root: {tmp_path / 'images'}\n"
+        f"mix: interaction=1\nseed: 3\n"
+    )
+    res = run_cli("evolve", str(seeds), "--out", str(out), "--config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["rounds"] == 1 and manifest["config"]["seed"] == 3
+    assert set(manifest["operators"]) == {"interaction"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: 1\nno_such_flag: 2\n")
+    res = run_cli("evolve", str(seeds), "--out", str(tmp_path / "r2"), "--config", str(bad))
+    assert res.returncode == 2 and "no_such_flag" in res.stderr
+
+
+def test_server_without_structured_output(tmp_path, server_factory):
+    srv = server_factory(no_schema=True)
+    seeds = write_llava_seeds(tmp_path, 5)
+    out = tmp_path / "run"
+    res = run_cli(*evolve_args(seeds, out, srv.url, "--rounds", "1"))
+    assert res.returncode == 0, res.stderr
+    records, _ = _account(out, 5)
+    assert all(rec["versions"][0]["status"] == "judged" for rec in records)
+    assert json.loads((out / "llava.json").read_text())
+
+
+def test_judge_without_image_and_resume_guard(tmp_path, server):
+    seeds = write_llava_seeds(tmp_path, 3)
+    out = tmp_path / "run"
+    assert run_cli(*evolve_args(seeds, out, server.url, "--rounds", "1", "--judge-no-image")).returncode == 0
+    res = run_cli(*evolve_args(seeds, out, server.url, "--rounds", "1", "--seed", "99"))
+    assert res.returncode == 2 and "seed" in res.stderr
