@@ -12,8 +12,10 @@ same moment share one call. Failures are never stored.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit is a WAL append without
 fsync, durable against a killed process (not against power loss). Writes are plain
-synchronous calls on the event loop; measured at roughly 20-40 us per committed insert
-of a 2 kB reply on a laptop-class disk, i.e. well under 1% of the loop at 150 writes/s.
+synchronous calls on the event loop. Measured on the 2-core dev VM (3,000 inserts of a
+~4 kB reply): median 23 us, mean 53 us, p99 78 us per committed insert, with a ~10 ms
+stall whenever SQLite checkpoints the WAL (every ~1,000 pages, i.e. every few seconds at
+150 writes/s). That is under 1% of the loop at 150 writes/s; lookups take ~7 us.
 """
 
 from __future__ import annotations

@@ -175,12 +175,12 @@ class OpenAIBackend:
                 try:
                     resp = await client.chat.completions.create(**kwargs)
                     break
-                except openai.APITimeoutError:
-                    self.stats["timeouts"] += 1
-                    raise RetryableError(f"timed out after {self.timeout:g} s") from None
-                except openai.APIConnectionError as exc:
+                except openai.APIConnectionError as exc:  # includes APITimeoutError
+                    if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
+                        self.stats["timeouts"] += 1
+                        raise RetryableError(f"timed out after {self.timeout:g} s") from None
                     self.stats["connection_errors"] += 1
-                    raise RetryableError(f"connection error: {self._scrub(str(exc))}") from None
+                    raise RetryableError(f"connection error: {self._scrub(_root_cause(exc))}") from None
                 except openai.APIStatusError as exc:
                     status, message = exc.status_code, self._server_message(exc)
                     if status == 429:
@@ -241,6 +241,25 @@ class OpenAIBackend:
                     f"expected a JSON object, got {type(data).__name__}: {self._scrub(text, 80)!r}")
         return Reply(text=text, data=data, tokens_in=tokens_in, tokens_out=tokens_out,
                      finish_reason=choice.finish_reason)
+
+
+def _causes(exc: BaseException):
+    seen = 0
+    while exc is not None and seen < 8:
+        yield exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+
+
+def _refused(exc: BaseException) -> bool:
+    """True for a failed connect that the SDK's aiohttp transport reports as a timeout."""
+    return any(isinstance(e, OSError) and not isinstance(e, TimeoutError) for e in _causes(exc))
+
+
+def _root_cause(exc: BaseException) -> str:
+    last = exc
+    for last in _causes(exc):
+        pass
+    return str(last) or type(last).__name__
 
 
 def _retry_after(headers: Any) -> float | None:
