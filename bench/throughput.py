@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+import evol.backends.openai  # noqa: F401  (imported up front: module loading is not throughput)
 from evol.cli import _evolve
 from evol.config import EvolveConfig
 from evol.images import ImageStore

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from evol.backends.base import Backend, BackendError, Reply, Request
@@ -181,8 +181,11 @@ class Runner:
             op = OPERATORS[op_name]
             version = Version(round=rnd, operator=op_name)
             rec.versions.append(version)
+            # Calls left in this record's chain (operator + judge per round): see Limiter.
+            calls_left = 2 * (cfg.rounds - rnd + 1)
+            request = replace(op.build(rec, parents, rnd, self.build_opts), priority=calls_left)
             try:
-                reply = await self._call(self.backend, op.build(rec, parents, rnd, self.build_opts), version)
+                reply = await self._call(self.backend, request, version)
                 result = op.parse(rec, parents, rnd, reply)
             except BackendError as exc:  # includes ReplyParseError
                 version.status, version.error = "failed", str(exc)
@@ -224,6 +227,7 @@ class Runner:
             rec, pairs, version.round, send_image=self.cfg.judge_image and self.cfg.send_images,
             sampling=self.judge_sampling,
         )
+        request = replace(request, priority=2 * (self.cfg.rounds - version.round) + 1)
         try:
             verdicts = self.judge.parse(await self._call(self.judge_backend, request, version), pairs)
         except BackendError as exc:

@@ -170,10 +170,13 @@ class OpenAIBackend:
                 if schema is not None:
                     kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                         "name": request.schema_name, "schema": schema, "strict": False}}
-            async with self.limiter.slot(est):
+            async with self.limiter.slot(est, request.priority):
                 self.stats["requests_sent"] += 1
                 try:
-                    resp = await client.chat.completions.create(**kwargs)
+                    # client.post sends the body as it is: the typed create() walks every
+                    # message and schema node through its transform layer, which doubles
+                    # the CPU per request at high concurrency.
+                    resp = await client.post("/chat/completions", body=kwargs, cast_to=object)
                     break
                 except openai.APIConnectionError as exc:  # includes APITimeoutError
                     if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
@@ -219,15 +222,18 @@ class OpenAIBackend:
         return self._scrub(str(text))
 
     def _reply(self, resp: Any, request: Request) -> Reply:
-        usage = getattr(resp, "usage", None)
-        tokens_in = getattr(usage, "prompt_tokens", 0) or 0
-        tokens_out = getattr(usage, "completion_tokens", 0) or 0
+        if not isinstance(resp, dict):
+            raise RetryableError(f"reply is not a JSON object: {self._scrub(str(resp), 80)!r}")
+        usage = resp.get("usage") or {}
+        tokens_in = int(usage.get("prompt_tokens") or 0)
+        tokens_out = int(usage.get("completion_tokens") or 0)
         self.stats["tokens_in"] += tokens_in
         self.stats["tokens_out"] += tokens_out
-        if not resp.choices:
+        choices = resp.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
             raise RetryableError("reply without choices")
-        choice = resp.choices[0]
-        text = choice.message.content or ""
+        choice = choices[0]
+        text = (choice.get("message") or {}).get("content") or ""
         data = None
         if request.schema is not None:
             try:
@@ -240,7 +246,7 @@ class OpenAIBackend:
                 raise RetryableParseError(
                     f"expected a JSON object, got {type(data).__name__}: {self._scrub(text, 80)!r}")
         return Reply(text=text, data=data, tokens_in=tokens_in, tokens_out=tokens_out,
-                     finish_reason=choice.finish_reason)
+                     finish_reason=choice.get("finish_reason"))
 
 
 def _causes(exc: BaseException):
