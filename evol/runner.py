@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from evol.backends.base import Backend, BackendError, Reply, Request
@@ -86,7 +86,11 @@ class Runner:
     # -- the stream -------------------------------------------------------------------
     async def run(self, total: int | None = None) -> RunStats:
         self.stats.total = total
-        in_flight = asyncio.Semaphore(max(8, 2 * self.cfg.concurrency))
+        # Records in flight: enough that every call slot stays busy while records wait
+        # between their calls, and that the end of a run drains quickly (a pool of 4x the
+        # call concurrency measured best in bench/throughput.py); bounded, so memory
+        # does not grow with the input.
+        in_flight = asyncio.Semaphore(max(8, 4 * self.cfg.concurrency))
         tasks: set[asyncio.Task] = set()
         seen: set[str] = set()
         with JsonlWriter(self.run_dir.records) as records, JsonlWriter(self.run_dir.rejects) as rejects:
@@ -181,11 +185,8 @@ class Runner:
             op = OPERATORS[op_name]
             version = Version(round=rnd, operator=op_name)
             rec.versions.append(version)
-            # Calls left in this record's chain (operator + judge per round): see Limiter.
-            calls_left = 2 * (cfg.rounds - rnd + 1)
-            request = replace(op.build(rec, parents, rnd, self.build_opts), priority=calls_left)
             try:
-                reply = await self._call(self.backend, request, version)
+                reply = await self._call(self.backend, op.build(rec, parents, rnd, self.build_opts), version)
                 result = op.parse(rec, parents, rnd, reply)
             except BackendError as exc:  # includes ReplyParseError
                 version.status, version.error = "failed", str(exc)
@@ -227,7 +228,6 @@ class Runner:
             rec, pairs, version.round, send_image=self.cfg.judge_image and self.cfg.send_images,
             sampling=self.judge_sampling,
         )
-        request = replace(request, priority=2 * (self.cfg.rounds - version.round) + 1)
         try:
             verdicts = self.judge.parse(await self._call(self.judge_backend, request, version), pairs)
         except BackendError as exc:

@@ -59,8 +59,7 @@ class Request:
     """Everything that determines a model's answer, plus a `tag` for messages and logs.
 
     `template` names the prompt file and its version; it is part of the cache key so a
-    changed prompt never reuses old answers. `tag` (e.g. "rec42/r2/judge") and
-    `priority` are not.
+    changed prompt never reuses old answers. `tag` (e.g. "rec42/r2/judge") is not.
     """
 
     messages: tuple[Message, ...]
@@ -69,7 +68,6 @@ class Request:
     sampling: Sampling = field(default_factory=Sampling)
     template: str = ""
     tag: str = ""
-    priority: int = 0  # scheduling only (higher goes first); not part of the cache key
 
     def images(self) -> list[str]:
         return [p.ref for m in self.messages for p in m.parts if isinstance(p, Image)]

@@ -14,7 +14,6 @@ only `RetryableError`, and re-raising the last error when attempts run out.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -54,43 +53,6 @@ class _Bucket:
         return -self.level / self.rate if self.level < 0 else 0.0
 
 
-class _PrioritySemaphore:
-    """A counting semaphore whose waiters are served highest priority first (FIFO among equals).
-
-    The runner gives a call the number of calls its record still has to make, so records
-    with long chains ahead start first. That is the classic longest-remaining-path rule for
-    scheduling chains of tasks: it keeps every slot busy until the very end of a run
-    instead of leaving a tail of records that still need two or more calls in a row.
-    """
-
-    def __init__(self, value: int):
-        self._free = value
-        self._waiters: list[tuple[int, int, asyncio.Future]] = []
-        self._seq = 0
-
-    async def acquire(self, priority: int = 0) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._seq += 1
-        heapq.heappush(self._waiters, (-priority, self._seq, fut))
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # the slot was handed over as we were cancelled: pass it on
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            _, _, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self._free += 1
-
-
 class Limiter:
     """Concurrency + optional requests/tokens per minute + a shared cool-down."""
 
@@ -101,7 +63,7 @@ class Limiter:
         self.concurrency = concurrency
         self.default_cool_down = default_cool_down
         self.max_cool_down = max_cool_down
-        self._sem = _PrioritySemaphore(concurrency)
+        self._sem = asyncio.Semaphore(concurrency)
         self._requests = _Bucket(rpm) if rpm else None
         self._tokens = _Bucket(tpm) if tpm else None
         self._resume_at = 0.0  # time.monotonic() before which no new call starts
@@ -120,9 +82,8 @@ class Limiter:
         return max(0.0, self._resume_at - time.monotonic())
 
     @asynccontextmanager
-    async def slot(self, est_tokens: int = 0, priority: int = 0) -> AsyncIterator[None]:
-        await self._sem.acquire(priority)
-        try:
+    async def slot(self, est_tokens: int = 0) -> AsyncIterator[None]:
+        async with self._sem:
             now = time.monotonic()
             while now < self._resume_at:  # a cool-down may be extended while we sleep
                 pause = self._resume_at - now
@@ -142,8 +103,6 @@ class Limiter:
                 yield
             finally:
                 self.in_flight -= 1
-        finally:
-            self._sem.release()
 
 
 def retry_policy(max_attempts: int, base: float = 0.5, cap: float = 30.0) -> AsyncRetrying:

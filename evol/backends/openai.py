@@ -170,7 +170,7 @@ class OpenAIBackend:
                 if schema is not None:
                     kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                         "name": request.schema_name, "schema": schema, "strict": False}}
-            async with self.limiter.slot(est, request.priority):
+            async with self.limiter.slot(est):
                 self.stats["requests_sent"] += 1
                 try:
                     # client.post sends the body as it is: the typed create() walks every
