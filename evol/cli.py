@@ -193,6 +193,8 @@ def _dry_run(cfg: EvolveConfig, images) -> None:
         f"  tokens:   about {est.tokens_in:,} in, {est.tokens_out:,} out\n"
         "  nothing was called."
     )
+    for reason, n in est.reasons.most_common(5):
+        console.print(f"  rejected: {n} x {reason}")
 
 
 @app.command("filter")

@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-DEFAULT_MIX = {"perceptual": 1 / 3, "reasoning": 1 / 3, "interaction": 1 / 3}
+from evol.operators import DEFAULT_MIX, validate_mix
+
 
 
 class ConfigError(ValueError):
@@ -54,7 +55,7 @@ class EvolveConfig(BaseModel):
     @field_validator("mix", mode="before")
     @classmethod
     def _parse_mix(cls, v: Any) -> Any:
-        return parse_mix(v) if isinstance(v, str) else v
+        return validate_mix(parse_mix(v) if isinstance(v, str) else v)
 
     def public(self) -> dict[str, Any]:
         """The config as stored in the manifest. Holds the key's variable name, never a key."""

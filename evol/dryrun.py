@@ -8,7 +8,8 @@ later rounds assumed to grow by a third, and a per-image cost from the image siz
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from evol.config import EvolveConfig
@@ -39,6 +40,7 @@ class Estimate:
     requests: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    reasons: Counter = field(default_factory=Counter)  # why records would be rejected
 
 
 def estimate(cfg: EvolveConfig, images: ImageStore, stream: Iterator[ReadResult] | None = None) -> Estimate:
@@ -50,13 +52,15 @@ def estimate(cfg: EvolveConfig, images: ImageStore, stream: Iterator[ReadResult]
             break
         if res.error is not None:
             est.rejected += 1
+            est.reasons[res.error.reason.split(":")[0]] += 1
             continue
         rec = res.record
         try:
             for ref in rec.images:
                 images.check(ref)
-        except ImageError:
+        except ImageError as exc:
             est.rejected += 1
+            est.reasons[str(exc).split(":")[0]] += 1
             continue
         if not rec.items:
             continue

@@ -235,9 +235,17 @@ def test_server_without_structured_output(tmp_path, server_factory):
     assert json.loads((out / "llava.json").read_text())
 
 
-def test_judge_without_image_and_resume_guard(tmp_path, server):
-    seeds = write_llava_seeds(tmp_path, 3)
+def test_judge_without_image_and_resume_guard(tmp_path, server_factory):
+    seeds = write_llava_seeds(tmp_path, 5)  # record s0 has two images, the others one
+    with_image, without = server_factory(), server_factory()
+    assert run_cli(*evolve_args(seeds, tmp_path / "a", with_image.url, "--rounds", "1")).returncode == 0
     out = tmp_path / "run"
-    assert run_cli(*evolve_args(seeds, out, server.url, "--rounds", "1", "--judge-no-image")).returncode == 0
+    assert run_cli(*evolve_args(seeds, out, without.url, "--rounds", "1", "--judge-no-image")).returncode == 0
+    seen, seen_default = without.stats()["by_schema"], with_image.stats()["by_schema"]
+    assert seen["evolved_items"] == {"requests": 5, "images": 6}
+    assert seen["verdicts"]["requests"] >= 1 and seen["verdicts"]["images"] == 0
+    assert seen_default["verdicts"]["images"] >= seen_default["verdicts"]["requests"] > 0
+    # Rerunning into the same folder with other settings is refused, naming the setting.
+    server = without
     res = run_cli(*evolve_args(seeds, out, server.url, "--rounds", "1", "--seed", "99"))
     assert res.returncode == 2 and "seed" in res.stderr

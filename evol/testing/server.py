@@ -213,7 +213,7 @@ class _State:
     stopping: asyncio.Event
     lock: threading.Lock = field(default_factory=threading.Lock)
     counts: dict = field(default_factory=lambda: {
-        "requests": 0, "ok": 0, "status": {}, "timeouts": 0, "garbled": 0})
+        "requests": 0, "ok": 0, "status": {}, "timeouts": 0, "garbled": 0, "by_schema": {}})
 
     def bump(self, *keys: str) -> None:
         """Count under each key; HTTP codes ("429") go into the status table."""
@@ -222,9 +222,17 @@ class _State:
                 table = self.counts["status"] if key.isdigit() else self.counts
                 table[key] = table.get(key, 0) + 1
 
+    def seen(self, schema_name: str, images: int) -> None:
+        """Per response-format schema name: answered requests and image parts they carried."""
+        with self.lock:
+            entry = self.counts["by_schema"].setdefault(schema_name, {"requests": 0, "images": 0})
+            entry["requests"] += 1
+            entry["images"] += images
+
     def snapshot(self) -> dict:
         with self.lock:
-            return {**self.counts, "status": dict(self.counts["status"])}
+            return {**self.counts, "status": dict(self.counts["status"]),
+                    "by_schema": {k: dict(v) for k, v in self.counts["by_schema"].items()}}
 
     def pick_fault(self) -> str | None:
         """One draw from the fault rng picks at most one fault."""
@@ -300,6 +308,8 @@ async def _chat(request: web.Request) -> web.Response:
         content = make_content(body, cfg.improved_rate)
 
     text, images = _message_text(body.get("messages"))
+    fmt = body.get("response_format") or {}
+    state.seen(str((fmt.get("json_schema") or {}).get("name", fmt.get("type", "none"))), images)
     prompt_tokens = len(text) // 4 + 85 * images
     completion_tokens = max(1, len(content) // 4)
     return web.json_response({
