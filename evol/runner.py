@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from evol.backends.base import Backend, BackendError, Reply, Request
@@ -75,10 +75,7 @@ class Runner:
         self.done = done_keys or set()
         self.stats = RunStats()
         self.judge = Judge()
-        self.build_opts = BuildOptions(
-            sampling=Sampling(cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed),
-            send_images=cfg.send_images,
-        )
+        self.sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
         self.judge_sampling = Sampling(cfg.judge_temperature, 1.0, cfg.max_tokens, cfg.seed)
         self._records: JsonlWriter | None = None
         self._rejects: JsonlWriter | None = None
@@ -181,12 +178,17 @@ class Runner:
             parents = rec.working_items(cfg.min_score)
             if not parents:
                 break
-            op_name = choose_operator(record_rng(cfg.seed, rec.id, rnd), cfg.mix)
+            rng = record_rng(cfg.seed, rec.id, rnd)
+            op_name = choose_operator(rng, cfg.mix)
             op = OPERATORS[op_name]
+            # A sampling seed of its own per record and round: a chain that goes on from
+            # the same survivor with the same operator must not get the cached answer of
+            # the round before, and servers that honour `seed` sample reproducibly.
+            opts = BuildOptions(replace(self.sampling, seed=rng.getrandbits(31)), cfg.send_images)
             version = Version(round=rnd, operator=op_name)
             rec.versions.append(version)
             try:
-                reply = await self._call(self.backend, op.build(rec, parents, rnd, self.build_opts), version)
+                reply = await self._call(self.backend, op.build(rec, parents, rnd, opts), version)
                 result = op.parse(rec, parents, rnd, reply)
             except BackendError as exc:  # includes ReplyParseError
                 version.status, version.error = "failed", str(exc)

@@ -249,3 +249,22 @@ def test_judge_without_image_and_resume_guard(tmp_path, server_factory):
     server = without
     res = run_cli(*evolve_args(seeds, out, server.url, "--rounds", "1", "--seed", "99"))
     assert res.returncode == 2 and "seed" in res.stderr
+
+
+def test_eliminated_chain_retries_with_a_fresh_request(tmp_path, server_factory):
+    """Every rewrite is eliminated and the operator is always the same, so each round starts
+    from the seed again: the request must still differ (its own seed), not replay the cache."""
+    srv = server_factory(improved_rate=0.0)
+    seeds = write_llava_seeds(tmp_path, 4)
+    out = tmp_path / "run"
+    res = run_cli(*evolve_args(seeds, out, srv.url, "--rounds", "3", "--mix", "reasoning=1"))
+    assert res.returncode == 0, res.stderr
+    records, rejects = _account(out, 4)
+    assert srv.stats()["requests"] == 4 * 3 * 2
+    for rec in records:
+        questions = [it["question"] for v in rec["versions"] for it in v["items"]]
+        assert len(questions) == 3 * len(rec["items"]) and len(set(questions)) == len(questions)
+        assert all(it["parent"] in {s["id"] for s in rec["items"]} for v in rec["versions"] for it in v["items"])
+    assert json.loads((out / "llava.json").read_text()) == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["invocations"][-1]["cached_calls"] == 0

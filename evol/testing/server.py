@@ -186,7 +186,8 @@ def make_content(body: dict, improved_rate: float = 0.8) -> str:
     around a fenced block, so clients have to extract the JSON tolerantly.
     """
     fmt = body.get("response_format") or {}
-    canon = json.dumps([body.get("model"), body.get("messages"), fmt or None],
+    # like a real server honouring `seed`: same request and seed, same answer
+    canon = json.dumps([body.get("model"), body.get("messages"), fmt or None, body.get("seed")],
                        sort_keys=True, separators=(",", ":"))
     rng = random.Random(hashlib.sha256(canon.encode()).digest())
     kind = fmt.get("type") if isinstance(fmt, dict) else None
