@@ -1,0 +1,109 @@
+"""What every programmatic generator shares: its output, its controls, the registry.
+
+A generator is a small class with a `name`, whether it is `multi` (2-4 images), the
+`skills` it exercises, and `generate(graphs, rng, ctx, n)` returning at most `n` QAs.
+Generators never loop unboundedly: when the graph cannot supply a sample they return
+fewer (possibly none). All randomness comes from the `rng` passed in, and iteration is
+over lists or sorted keys only, so output never depends on PYTHONHASHSEED.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence, TypeVar
+
+from evol.provision.graph import SceneGraph
+
+T = TypeVar("T")
+
+LETTERS = "ABCDEFGH"
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+                "seventeen", "eighteen", "nineteen", "twenty"]
+
+
+@dataclass
+class QA:
+    generator: str
+    question: str
+    answer: str
+    options: list[str] = field(default_factory=list)  # empty for short-answer form
+    objects: list[str] = field(default_factory=list)
+    skills: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)  # what the generator used
+    images: list[str] = field(default_factory=list)  # image paths, filled by the caller
+
+
+@dataclass
+class Frequencies:
+    """Dataset-wide counts used to favour rare objects, attributes and relations."""
+
+    objects: Counter = field(default_factory=Counter)
+    attributes: Counter = field(default_factory=Counter)
+    relations: Counter = field(default_factory=Counter)
+
+    def add(self, graph: SceneGraph) -> None:
+        for ob in graph.objects:
+            self.objects[ob.label] += 1
+            self.attributes.update(ob.attributes)
+        self.relations.update(r.predicate for r in graph.relations)
+
+
+@dataclass
+class GenContext:
+    mc_ratio: float = 0.5  # share of QAs in multiple-choice form
+    n_choices: int = 4  # options per MC question (positional generators use 3)
+    number_words: bool = False  # "three" instead of "3" in answers
+    depth_gap: int = 20  # minimum depth difference (0-255) for depth comparisons
+    freq: Frequencies = field(default_factory=Frequencies)
+
+
+def weight_rare(count: int) -> float:
+    """Sampling weight that falls with how common a thing is in the dataset."""
+    return 1.0 / math.sqrt(1 + count)
+
+
+def pick_rare(rng: random.Random, items: Sequence[T], count_of: Callable[[T], int]) -> T:
+    """Draw one of `items`, favouring those whose dataset count is low."""
+    weights = [weight_rare(count_of(x)) for x in items]
+    return rng.choices(items, weights=weights, k=1)[0]
+
+
+def number(n: int, ctx: GenContext) -> str:
+    return NUMBER_WORDS[n] if ctx.number_words and 0 <= n < len(NUMBER_WORDS) else str(n)
+
+
+def fmt_box(box: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in box) + "]"
+
+
+def as_multiple_choice(rng: random.Random, answer: str, distractors: Sequence[str], n_choices: int) -> list[str] | None:
+    """Options with the answer at a random place, or None when there are too few distractors."""
+    pool = sorted({d for d in distractors if d != answer})
+    if len(pool) < n_choices - 1:
+        return None
+    options = rng.sample(pool, n_choices - 1) + [answer]
+    rng.shuffle(options)
+    return options
+
+
+class Generator:
+    name: str = ""
+    multi: bool = False
+    skills: tuple[str, ...] = ()
+
+    def generate(self, graphs: list[SceneGraph], rng: random.Random, ctx: GenContext, n: int) -> list[QA]:
+        raise NotImplementedError
+
+
+GENERATORS: dict[str, Generator] = {}
+
+
+def register(cls: type[Generator]) -> type[Generator]:
+    if cls.name in GENERATORS:
+        raise ValueError(f"generator {cls.name!r} registered twice")
+    GENERATORS[cls.name] = cls()
+    return cls
