@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -249,6 +250,80 @@ def demo(
     run = RunDir(Path(out))
     for f in (run.llava, run.records, run.rejects, run.manifest):
         console.print(f"  {f}")
+
+
+seed_app = typer.Typer(no_args_is_help=True, help="Make seed records: from scene graphs (no LLM).")
+app.add_typer(seed_app, name="seed")
+
+
+@seed_app.command("provision")
+def seed_provision(
+    out: str = typer.Option(..., "--out", help="Seed records (JSONL) the evolver reads."),
+    annotations: Optional[str] = typer.Option(None, help="ProVision stage files: a folder or one file."),
+    masks: Optional[str] = typer.Option(None, help="The only folder mask pickles are loaded from (pickles run code)."),
+    depth: Optional[str] = typer.Option(None, help="Folder of depth .npy files [the annotation folder]."),
+    vg: Optional[str] = typer.Option(None, help="A Visual Genome folder instead of ProVision files."),
+    vg_ids: Optional[str] = typer.Option(None, help="Visual Genome image ids to use, comma separated."),
+    image_root: Optional[str] = typer.Option(None, help="Image paths are written relative to this folder."),
+    per_generator: int = typer.Option(2, help="QAs asked of each generator per image (or image group)."),
+    mc_ratio: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of multiple-choice QAs."),
+    choices: int = typer.Option(4, min=2, max=8, help="Options per multiple-choice question."),
+    seed: int = typer.Option(0, help="Same seed, same file, in any process."),
+    images: Optional[str] = typer.Option(None, help="Multi-image group sizes, e.g. 2,3,4."),
+    generators: Optional[str] = typer.Option(None, help="Only these generators, comma separated."),
+    single: bool = typer.Option(True, "--single/--no-single", help="Run the single-image generators."),
+    number_words: bool = typer.Option(False, "--number-words", help="Write counts as words."),
+    depth_gap: int = typer.Option(20, help="Least depth difference (0-255) for depth questions."),
+) -> None:
+    """Write factual Q&A seeds from scene graphs with the programmatic generators."""
+    from evol.provision.base import Frequencies, GenContext
+    from evol.provision.loaders import load_provision, load_visual_genome
+    from evol.provision.seed import SeedReport, provision_records
+    from evol.io import JsonlWriter
+
+    if bool(annotations) == bool(vg):
+        _fail("give exactly one of --annotations or --vg")
+    root = Path(image_root) if image_root else None
+    ids = [x.strip() for x in vg_ids.split(",") if x.strip()] if vg_ids else None
+
+    def load(with_masks: bool):
+        if vg:
+            return load_visual_genome(vg, ids, root)
+        return load_provision(annotations, masks_dir=Path(masks) if masks and with_masks else None,
+                              depth_dir=Path(depth) if depth else None, image_root=root)
+
+    try:
+        sizes = [int(x) for x in images.split(",")] if images else None
+        names = [x.strip() for x in generators.split(",") if x.strip()] if generators else None
+        freq = Frequencies()  # first pass, without masks: how common everything is
+        for g in load(with_masks=False):
+            if not isinstance(g, Exception):
+                freq.add(g)
+        ctx = GenContext(mc_ratio=mc_ratio, n_choices=choices, number_words=number_words, depth_gap=depth_gap, freq=freq)
+        report = SeedReport()
+        out_path = Path(out)
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        with JsonlWriter(tmp) as writer:
+            n = 0
+            for rec in provision_records(load(with_masks=True), ctx=ctx, seed=seed, per_generator=per_generator,
+                                         generators=names, group_sizes=sizes, single=single, report=report):
+                writer.write(rec)
+                n += 1
+        tmp.replace(out_path)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    rejects = out_path.with_name(out_path.stem + ".rejects.jsonl")
+    with open(rejects, "w", encoding="utf-8") as f:
+        for reason in report.skipped:
+            console.print(f"[yellow]skipped[/yellow] {reason}")
+            f.write(json.dumps({"stage": "scene graph", "reason": reason}) + "\n")
+    short = sorted(k for k, v in report.produced.items() if v < report.asked[k])
+    console.print(f"wrote {n} seed records from {report.images} images to {out_path}; "
+                  f"{len(report.skipped)} images skipped (reasons in {rejects})")
+    if short:
+        console.print("generators that found less to ask than requested: " + ", ".join(
+            f"{k} {report.produced[k]}/{report.asked[k]}" for k in short))
 
 
 def main() -> None:  # pragma: no cover

@@ -102,11 +102,14 @@ class SceneGraph:
             return [None] * len(self.objects)
         out: list[int | None] = []
         for i, ob in enumerate(self.objects):
+            # only the box is scanned: a mask lies inside its object's box
+            x1, y1 = int(ob.box[0]), int(ob.box[1])
+            x2, y2 = int(np.ceil(ob.box[2])), int(np.ceil(ob.box[3]))
+            region = self.depth[y1:y2, x1:x2]
             if self.masks is not None:
-                values = self.depth[self.masks[i]]
+                values = region[self.masks[i][y1:y2, x1:x2]]
             else:
-                x1, y1, x2, y2 = (int(v) for v in ob.box)
-                values = self.depth[y1:y2, x1:x2].ravel()
+                values = region.ravel()
             out.append(int(np.bincount(values, minlength=256).argmax()) if values.size else None)
         return out
 

@@ -16,7 +16,10 @@ DATA = Path(__file__).resolve().parent / "data"
 CATEGORIES = ("color", "size", "activity", "state", "material", "texture", "mood", "shape",
               "orientation", "gender", "other")
 
-_SPELLING = {"grey": "gray", "colour": "color", "metalic": "metallic"}
+_SPELLING = {"grey": "gray", "colour": "color", "coloured": "colored",
+             "metalic": "metallic", "multicoloured": "multicolored", "multi-colored": "multicolored",
+             "aluminium": "aluminum", "greyish": "grayish"}
+_EDGE_PUNCT = " .!?:\"'()[]{}-_"
 
 
 @lru_cache(maxsize=1)
@@ -37,14 +40,23 @@ def _countable() -> frozenset[str]:
 
 
 def normalize_attribute(text: str) -> list[str]:
-    """Lower-case, fix spellings, split "a and b" / "a, b" into separate attributes."""
-    parts = re.split(r"\s*(?:,|\band\b|&)\s*", text.strip().lower())
+    """Lower-case, fix spellings, split "a and b" / "a, b" / "a & b" into separate attributes.
+
+    Stray punctuation at either end is dropped and inner spaces collapsed, so
+    " Grey and White." gives ["gray", "white"].
+    """
+    parts = re.split(r"\s*(?:,|;|/|\band\b|&)\s*", str(text).strip().lower())
     out = []
     for p in parts:
-        p = " ".join(_SPELLING.get(w, w) for w in p.split())
+        p = " ".join(_SPELLING.get(w, w) for w in p.strip(_EDGE_PUNCT).split())
         if p and p not in out:
             out.append(p)
     return out
+
+
+def normalize_label(text: str) -> str:
+    """An object name as the generators compare it: lower case, single spaces."""
+    return " ".join(str(text).strip().lower().split())
 
 
 def attribute_category(attr: str) -> str | None:
@@ -56,9 +68,36 @@ def attributes_in_category(category: str) -> list[str]:
     return sorted(w for w, c in _attribute_table().items() if c == category)
 
 
+_IRREGULAR_PLURALS = {"men": "man", "women": "woman", "people": "person", "children": "child",
+                      "feet": "foot", "geese": "goose", "mice": "mouse", "knives": "knife",
+                      "leaves": "leaf", "shelves": "shelf", "teeth": "tooth", "sheep": "sheep",
+                      "fish": "fish", "deer": "deer"}
+
+
+def singular_candidates(label: str) -> list[str]:
+    """Possible singular forms of an English noun phrase (its last word is the one inflected)."""
+    label = normalize_label(label)
+    head, _, last = label.rpartition(" ")
+    forms = [last]
+    if last in _IRREGULAR_PLURALS:
+        forms.append(_IRREGULAR_PLURALS[last])
+    if last.endswith("ies") and len(last) > 4:
+        forms.append(last[:-3] + "y")
+    if last.endswith("es") and len(last) > 3:
+        forms.append(last[:-2])
+    if last.endswith("s") and not last.endswith("ss") and len(last) > 2:
+        forms.append(last[:-1])
+    return [f"{head} {f}" if head else f for f in dict.fromkeys(forms)]
+
+
 def is_countable(label: str) -> bool:
-    """Whether "How many X?" makes sense: a concrete thing, not a role like "batter"."""
-    label = label.strip().lower()
-    if label in _countable():
-        return True
-    return label.endswith("s") and label[:-1] in _countable()
+    """Whether "How many X?" makes sense: a concrete thing, not a role like "batter".
+
+    Accepts the singular names in `data/countable.txt` and their plurals (regular ones and
+    a few irregular: men, people, children, ...).
+    """
+    return any(form in _countable() for form in singular_candidates(label))
+
+
+def countable_names() -> list[str]:
+    return sorted(_countable())

@@ -1,0 +1,940 @@
+"""Single-image generators 1-13: counting, frequency, position, attributes, relations.
+
+Each generator reads `graphs[0]`, lists every question the graph can answer without doubt,
+draws up to `n` of them without replacement (rare objects, attributes and predicates are
+favoured through `pick_rare`), and writes each as a short-answer or multiple-choice QA.
+
+Guards that keep answers right:
+- counts are asked only for countable labels whose boxes are clean (no box holds another box
+  of the same label, no near-duplicate boxes, no plural "group" label such as "cups" beside
+  "cup"); frequency comparisons hold whether or not container boxes are real objects;
+- positional questions use three label-unique objects whose intervals on the axis are apart;
+- an object named by its box is skipped when another object has the same normalised box;
+- distractors leave out synonyms of the right answer ("big" for "large", "on top of" for
+  "on") and vague words that may also be true ("near", "dark");
+- relation questions by label need both labels to be unique in the image; a vague predicate
+  ("near", "next to") is asked only in short-answer form, since a specific wrong option could
+  hold as well, and never in subject selection, where wrong candidates may be near too.
+
+Only lists and sorted keys are iterated, so the output depends on the rng alone.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from typing import Callable, Sequence, TypeVar
+
+from evol.provision.base import (QA, GenContext, Generator, as_multiple_choice, fmt_box, number,
+                                 pick_rare, register)
+from evol.provision.graph import SceneGraph
+from evol.provision import vocab
+from evol.provision.vocab import CATEGORIES, attribute_category, attributes_in_category, is_countable
+
+T = TypeVar("T")
+
+# -- words ------------------------------------------------------------------------------
+
+_IRREGULAR_PLURALS = {
+    "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
+    "foot": "feet", "tooth": "teeth", "goose": "geese", "sheep": "sheep", "deer": "deer",
+    "fish": "fish", "knife": "knives", "leaf": "leaves", "shelf": "shelves", "wolf": "wolves",
+    "scarf": "scarves", "loaf": "loaves", "calf": "calves", "half": "halves", "human": "humans",
+    "glasses": "glasses", "pants": "pants", "jeans": "jeans", "scissors": "scissors",
+    "skis": "skis", "shorts": "shorts",
+}
+
+
+def plural(label: str) -> str:
+    """English plural of a (possibly multi-word) object name: "traffic light" -> "traffic lights"."""
+    words = label.split()
+    if not words:
+        return label
+    last = words[-1]
+    if last in _IRREGULAR_PLURALS:
+        last = _IRREGULAR_PLURALS[last]
+    elif last.endswith("man"):
+        last = last[:-3] + "men"
+    elif last.endswith(("s", "x", "z", "ch", "sh")):
+        last += "es"
+    elif len(last) > 1 and last.endswith("y") and last[-2] not in "aeiou":
+        last = last[:-1] + "ies"
+    else:
+        last += "s"
+    return " ".join(words[:-1] + [last])
+
+
+@lru_cache(maxsize=1)
+def _listed_names() -> frozenset[str] | None:
+    names = getattr(vocab, "countable_names", None)
+    return frozenset(names()) if names is not None else None
+
+
+def _is_group_label(label: str) -> bool:
+    """A plural name ("cups", "people") whose box may hold several things; listed singular
+    names that end in s ("glass", "bus") are not."""
+    if not is_countable(label):
+        return False
+    listed = _listed_names()
+    if listed is not None:
+        return label not in listed
+    return label.endswith("s") and not label.endswith("ss") and is_countable(label[:-1])
+
+
+def _join(items: Sequence[str], last: str = "or") -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + f" {last} " + items[-1]
+
+
+def _the(items: Sequence[str]) -> list[str]:
+    return [f"the {x}" for x in items]
+
+
+# Near-synonyms: a word in the same group as a right answer is never a distractor (words
+# sharing a word, "blue" and "dark blue", are kept apart as well: see `_near`).
+_ATTRIBUTE_SYNONYMS = [
+    # color
+    ("gray", "silver"), ("yellow", "gold", "golden", "blond", "blonde"), ("tan", "beige", "khaki"),
+    ("navy", "navy blue", "dark blue"), ("maroon", "burgundy", "dark red"), ("teal", "turquoise"),
+    ("purple", "violet", "lavender"), ("white", "cream", "ivory", "off white"), ("olive", "dark green"),
+    ("brown", "brunette"), ("multicolored", "colorful"),
+    # size
+    ("large", "big", "huge", "giant", "massive", "enormous", "oversized"),
+    ("small", "little", "tiny", "miniature", "mini"), ("tall", "high", "long"),
+    ("thin", "skinny", "slim", "narrow"), ("fat", "chubby", "thick"), ("short", "little", "low"),
+    # activity, state
+    ("lying", "laying", "resting"), ("standing", "upright"), ("lying", "horizontal"),
+    ("lit", "lighted", "illuminated", "on", "turned on", "glowing", "burning"),
+    ("off", "turned off", "unlit"), ("covered", "snow covered"), ("cut", "sliced", "chopped"),
+    ("empty", "unoccupied", "bare"), ("full", "filled", "occupied", "crowded", "busy"),
+    ("broken", "damaged", "cracked", "torn"), ("used", "worn"), ("dirty", "messy", "muddy", "dusty"),
+    ("clean", "neat"), ("cloudy", "overcast"), ("attached", "mounted"),
+    # material
+    ("wood", "wooden"), ("metal", "metallic", "steel", "stainless steel", "iron", "wrought iron",
+                         "aluminum", "chrome"),
+    ("cement", "concrete", "paved", "asphalt"), ("cloth", "fabric", "cotton", "canvas"),
+    ("wool", "woolen", "woolly", "knit"), ("stone", "rock", "marble", "granite", "cobblestone"),
+    ("tile", "tiled"), ("ceramic", "porcelain"), ("straw", "wicker", "woven", "bamboo"),
+    ("wire", "mesh", "chain link"), ("dirt", "sand", "gravel"),
+    # texture, mood, shape, orientation
+    ("fluffy", "furry", "fuzzy", "hairy"), ("shiny", "glossy", "reflective", "sparkly", "glittery"),
+    ("dotted", "spotted", "polka dot"), ("transparent", "see through", "clear"),
+    ("happy", "cheerful", "joyful", "smiling", "playful", "amused"),
+    ("calm", "relaxed", "peaceful", "content"), ("tired", "sleepy", "bored"),
+    ("round", "circular", "rounded", "spherical"), ("pointed", "pointy", "tapered", "conical"),
+    ("curved", "arched", "bent", "curled", "crooked"), ("square", "rectangular", "cubic"),
+    ("tilted", "slanted", "angled", "diagonal", "leaning"), ("upright", "vertical"),
+    ("raised", "lifted", "extended", "outstretched"),
+]
+# Words too vague to be a right answer or a safe wrong one.
+_VAGUE_ATTRIBUTES = frozenset({"dark", "light", "pale", "colorful", "multicolored", "bright", "on", "off",
+                               "distant", "blurry", "medium", "half", "clear", "reflected",
+                               "partially visible", "turned"})
+# Categories not asked about: "other" is a grab bag, and gender is not read off an image.
+_SKIPPED_CATEGORIES = frozenset({"other", "gender"})
+
+_PREDICATE_SYNONYMS = [
+    ("on", "on top of", "sitting on", "standing on", "lying on", "resting on", "parked on",
+     "riding", "riding on", "above", "over", "atop", "mounted on", "placed on", "laying on"),
+    ("in", "inside", "inside of", "within", "in the middle of", "contained in", "sitting in",
+     "standing in", "wearing"),
+    ("under", "below", "beneath", "underneath"),
+    ("holding", "carrying", "has", "have", "holds", "with", "hold"),
+    ("wearing", "wears", "dressed in", "has on"),
+    ("attached to", "hanging on", "hanging from", "mounted on", "on"),
+    ("in front of", "before"),
+    ("behind", "in back of"),
+    ("looking at", "watching", "facing"),
+    ("leaning on", "leaning against", "against"),
+]
+_VAGUE_PREDICATES = frozenset({"near", "next to", "beside", "by", "with", "has", "have", "close to",
+                               "around", "and", "at", "along", "of", "to"})
+# Words for people: one may name the same person as another, so they never stand in for
+# each other as wrong candidates.
+_PEOPLE = frozenset({"person", "man", "woman", "boy", "girl", "child", "kid", "people", "guy",
+                     "lady", "player", "men", "women", "skier", "surfer", "skateboarder", "rider",
+                     "batter", "catcher", "pitcher", "umpire", "adult", "baby", "human"})
+COMMON_PREDICATES = [
+    "on", "in", "under", "behind", "in front of", "holding", "wearing", "riding", "above",
+    "below", "inside", "attached to", "hanging on", "sitting on", "standing on", "carrying",
+    "looking at", "covering", "leaning on", "parked on", "eating", "using", "pulling",
+    "lying on", "walking on", "playing with", "touching", "across",
+]
+
+
+def _synonym_index(groups: list[tuple[str, ...]]) -> dict[str, list[int]]:
+    index: dict[str, list[int]] = {}
+    for k, group in enumerate(groups):
+        for word in group:
+            index.setdefault(word, []).append(k)
+    return index
+
+
+_ATTR_INDEX = _synonym_index(_ATTRIBUTE_SYNONYMS)
+_PRED_INDEX = _synonym_index(_PREDICATE_SYNONYMS)
+
+
+def _related(a: str, b: str, index: dict[str, list[int]]) -> bool:
+    """Same word or near-synonyms."""
+    if a == b:
+        return True
+    return any(k in index.get(b, []) for k in index.get(a, []))
+
+
+def _near(a: str, b: str) -> bool:
+    """Attributes that may both hold: same, near-synonyms, or sharing a word ("dark blue", "blue")."""
+    return _related(a, b, _ATTR_INDEX) or any(w in b.split() for w in a.split())
+
+
+def _clean_predicate(p: str) -> str:
+    return " ".join(p.strip().lower().split())
+
+
+def _valid_predicate(p: str) -> bool:
+    return bool(p) and p != "of"
+
+
+_FINITE_VERBS = frozenset({"has", "have", "wears", "holds", "carries", "contains", "covers", "eats",
+                           "uses", "sits", "stands", "rides", "touches", "pulls", "supports",
+                           "drinks", "hits", "throws", "catches", "watches", "faces", "owns"})
+
+
+def _be_phrase(p: str) -> str:
+    """The predicate as a verb phrase after "which": "on" -> "is on", "has" -> "has"."""
+    first = p.split()[0]
+    if first in ("is", "are"):
+        return "is " + p.split(" ", 1)[1] if " " in p else "is"
+    if first in _FINITE_VERBS:
+        return p
+    return "is " + p
+
+
+# -- geometry ---------------------------------------------------------------------------
+
+def _area(b: Sequence[float]) -> float:
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
+def _inter(a: Sequence[float], b: Sequence[float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    i = _inter(a, b)
+    u = _area(a) + _area(b) - i
+    return i / u if u > 0 else 0.0
+
+
+def _contains(outer: Sequence[float], inner: Sequence[float]) -> bool:
+    """`outer` holds (almost all of) `inner` and is at least as large."""
+    a = _area(inner)
+    return a > 0 and _area(outer) >= a and _inter(outer, inner) >= 0.9 * a
+
+
+DUPLICATE_IOU = 0.7
+
+
+def count_ranges(graph: SceneGraph) -> dict[str, tuple[int, int]]:
+    """Countable label -> (count ignoring doubtful boxes, count of all boxes), sorted by label.
+
+    A box is doubtful when it holds another box of the same label (a group box or a big
+    duplicate) or nearly coincides with an earlier one. Labels whose plural also appears
+    ("cup" with "cups") and plural group labels themselves are left out.
+    """
+    by_label: dict[str, list[int]] = {}
+    for i, ob in enumerate(graph.objects):
+        by_label.setdefault(ob.label, []).append(i)
+    present = graph.label_counts
+    out: dict[str, tuple[int, int]] = {}
+    for label in sorted(by_label):
+        if not is_countable(label) or _is_group_label(label):
+            continue
+        if present[plural(label)] or present[label + "s"]:
+            continue
+        idx = by_label[label]
+        boxes = [graph.objects[i].box for i in idx]
+        doubtful = 0
+        for a, box in enumerate(boxes):
+            holds = any(b != a and _contains(box, other) for b, other in enumerate(boxes))
+            dup = any(_iou(box, other) >= DUPLICATE_IOU for other in boxes[:a])
+            doubtful += holds or dup
+        out[label] = (len(idx) - doubtful, len(idx))
+    return out
+
+
+def _referable(graph: SceneGraph) -> list[bool]:
+    """Per object: no other object has the same normalised box, so the box names it."""
+    boxes = [tuple(graph.norm_box(i)) for i in range(len(graph.objects))]
+    seen: dict[tuple, int] = {}
+    for b in boxes:
+        seen[b] = seen.get(b, 0) + 1
+    return [seen[b] == 1 for b in boxes]
+
+
+# -- sampling and output ----------------------------------------------------------------
+
+def _draw(rng: random.Random, items: Sequence[T], count_of: Callable[[T], int], n: int) -> list[T]:
+    """Up to n of `items` without replacement, each draw favouring rare ones."""
+    pool = list(items)
+    out: list[T] = []
+    while pool and len(out) < n:
+        k = pick_rare(rng, list(range(len(pool))), lambda j: count_of(pool[j]))
+        out.append(pool.pop(k))
+    return out
+
+
+def _mc_or_none(rng: random.Random, ctx: GenContext, answer: str, distractors: Sequence[str],
+                k: int) -> list[str] | None:
+    """Options when this QA is drawn as multiple choice and enough distractors exist."""
+    if rng.random() < ctx.mc_ratio:
+        return as_multiple_choice(rng, answer, distractors, k)
+    return None
+
+
+def _pick_candidates(rng: random.Random, ctx: GenContext, answer: str, others: Sequence[str],
+                     k: int) -> tuple[list[str], list[str] | None]:
+    """Candidates named in a "which of these" question: as MC options, or listed in the text."""
+    options = _mc_or_none(rng, ctx, answer, others, k)
+    if options is not None:
+        return options, options
+    pool = sorted(set(others) - {answer})
+    chosen = rng.sample(pool, min(k - 1, len(pool))) + [answer]
+    rng.shuffle(chosen)
+    return chosen, None
+
+
+def _count_values(n: int, k: int) -> list[int]:
+    """k positive consecutive counts around n: n-1..n+2 for four, 1..4 when n is small."""
+    lo = max(1, n - (k - 1) // 2)
+    return list(range(lo, lo + k))
+
+
+class _Base(Generator):
+    def _qa(self, question: str, answer: str, options: list[str] | None, objects: list[str],
+            metadata: dict) -> QA:
+        return QA(generator=self.name, question=question, answer=answer, options=list(options or []),
+                  objects=objects, skills=list(self.skills),
+                  metadata={"form": "mc" if options else "short", **metadata})
+
+
+def _first(graphs: list[SceneGraph], n: int) -> SceneGraph | None:
+    return graphs[0] if graphs and n > 0 else None
+
+
+# -- 1. count objects -------------------------------------------------------------------
+
+@register
+class CountObjects(_Base):
+    name = "count_objects"
+    skills = ("calculating", "existence")
+    templates = (
+        "How many {things} are there in the image?",
+        "Count the {things} in this picture. How many are there?",
+        "What is the number of {things} shown here?",
+        "How many {things} can be seen in the photo?",
+        "Tell me how many {things} this image contains.",
+    )
+
+    def generate(self, graphs, rng, ctx, n):
+        g = _first(graphs, n)
+        if g is None:
+            return []
+        ranges = count_ranges(g)
+        labels = [lab for lab, (lo, hi) in ranges.items() if lo == hi and hi > 0]
+        out = []
+        for label in _draw(rng, labels, lambda lab: ctx.freq.objects[lab], n):
+            k = ranges[label][1]
+            question = rng.choice(self.templates).format(things=plural(label))
+            answer = number(k, ctx)
+            others = [number(v, ctx) for v in _count_values(k, ctx.n_choices) if v != k]
+            options = _mc_or_none(rng, ctx, answer, others, ctx.n_choices)
+            boxes = [fmt_box(g.norm_box(i)) for i, ob in enumerate(g.objects) if ob.label == label]
+            out.append(self._qa(question, answer, options, [label],
+                                {"label": label, "count": k, "boxes": boxes}))
+        return out
+
+
+# -- 2-3. most / least frequent ---------------------------------------------------------
+
+class _Frequency(_Base):
+    most = True
+    skills = ("calculating", "existence")
+    short_templates: tuple[str, ...] = ()
+    mc_templates: tuple[str, ...] = ()
+
+    def generate(self, graphs, rng, ctx, n):
+        g = _first(graphs, n)
+        if g is None:
+            return []
+        ranges = count_ranges(g)
+        labels = list(ranges)
+        # An answer must win however the doubtful boxes are read: for "most" its lowest
+        # count beats every rival's highest; for "least" its highest is below their lowest.
+        if self.most:
+            beats = {a: [b for b in labels if b != a and ranges[b][1] < ranges[a][0]] for a in labels}
+        else:
+            beats = {a: [b for b in labels if b != a and ranges[b][0] > ranges[a][1]] for a in labels}
+        answers = [a for a in labels if beats[a]]
+        out = []
+        for label in _draw(rng, answers, lambda lab: ctx.freq.objects[lab], n):
+            cands, options = _pick_candidates(rng, ctx, label, beats[label], ctx.n_choices)
+            if options:
+                question = rng.choice(self.mc_templates)
+            else:
+                question = rng.choice(self.short_templates).format(
+                    cands=_join(cands), cands_and=_join(cands, "and"))
+            out.append(self._qa(question, label, options, list(cands), {
+                "labels": list(cands),
+                "counts": {c: ranges[c][0] for c in cands},
+                "counts_with_container_boxes": {c: ranges[c][1] for c in cands},
+            }))
+        return out
+
+
+@register
+class MostFrequentObject(_Frequency):
+    name = "most_frequent_object"
+    most = True
+    short_templates = (
+        "Which of these appears the most times in the image: {cands}?",
+        "Among {cands_and}, which object is the most numerous here?",
+        "Of {cands_and}, which one has the largest number of instances in the picture?",
+        "Looking at {cands_and}, which kind of object shows up most often?",
+    )
+    mc_templates = (
+        "Which of the following objects appears the most times in the image?",
+        "Which object below is the most numerous in this picture?",
+        "Of the listed objects, which has the most instances in the photo?",
+        "Which of these kinds of object shows up most often here?",
+    )
+
+
+@register
+class LeastFrequentObject(_Frequency):
+    name = "least_frequent_object"
+    most = False
+    short_templates = (
+        "Which of these appears the fewest times in the image: {cands}?",
+        "Among {cands_and}, which object is the least numerous here?",
+        "Of {cands_and}, which one has the smallest number of instances in the picture?",
+        "Looking at {cands_and}, which kind of object shows up least often?",
+    )
+    mc_templates = (
+        "Which of the following objects appears the fewest times in the image?",
+        "Which object below is the least numerous in this picture?",
+        "Of the listed objects, which has the fewest instances in the photo?",
+        "Which of these kinds of object shows up least often here?",
+    )
+
+
+# -- 4-7. left-most / right-most / top-most / bottom-most -------------------------------
+
+class _Extreme(_Base):
+    axis = 0  # 0: horizontal (x), 1: vertical (y)
+    far = False  # True when the answer has the largest coordinates (right, bottom)
+    n_options = 3
+    skills = ("grounding", "relationship description")
+    short_templates: tuple[str, ...] = ()
+    mc_templates: tuple[str, ...] = ()
+
+    def _interval(self, g: SceneGraph, i: int) -> tuple[float, float]:
+        box = g.objects[i].box
+        lo, hi = box[self.axis], box[self.axis + 2]
+        return (-hi, -lo) if self.far else (lo, hi)  # mirrored so the answer is always lowest
+
+    def generate(self, graphs, rng, ctx, n):
+        g = _first(graphs, n)
+        if g is None:
+            return []
+        objs = [i for i in range(len(g.objects)) if g.unique_label(i)]
+        iv = {i: self._interval(g, i) for i in objs}
+        # For an answer a, `beyond[a]` lists objects wholly past it on the axis; a triple
+        # exists when two of those are apart: min(end) <= max(start) among them.
+        beyond: dict[int, list[int]] = {}
+        for a in objs:
+            rest = [b for b in objs if b != a and iv[b][0] >= iv[a][1]]
+            if len(rest) >= 2 and min(iv[b][1] for b in rest) <= max(iv[b][0] for b in rest):
+                beyond[a] = rest
+        label_freq = lambda i: ctx.freq.objects[g.objects[i].label]  # noqa: E731
+        out = []
+        for a in _draw(rng, list(beyond), label_freq, n):
+            rest = beyond[a]
+            apart = lambda x, y: iv[x][1] <= iv[y][0] or iv[y][1] <= iv[x][0]  # noqa: E731
+            firsts = [b for b in rest if any(apart(b, c) for c in rest if c != b)]
+            b = pick_rare(rng, firsts, label_freq)
+            c = pick_rare(rng, [c for c in rest if c != b and apart(b, c)], label_freq)
+            answer = g.objects[a].label
+            others = [g.objects[b].label, g.objects[c].label]
+            cands, options = _pick_candidates(rng, ctx, answer, others, self.n_options)
+            if options:
+                question = rng.choice(self.mc_templates)
+            else:
+                question = rng.choice(self.short_templates).format(
+                    cands=_join(_the(cands)), cands_and=_join(_the(cands), "and"))
+            by_label = {g.objects[i].label: i for i in (a, b, c)}
+            out.append(self._qa(question, answer, options, list(cands), {
+                "labels": list(cands),
+                "boxes": {lab: fmt_box(g.norm_box(by_label[lab])) for lab in cands},
+                "axis": "x" if self.axis == 0 else "y",
+            }))
+        return out
+
+
+@register
+class LeftmostObject(_Extreme):
+    name = "leftmost_object"
+    axis, far = 0, False
+    short_templates = (
+        "Which of these is furthest to the left in the image: {cands}?",
+        "Among {cands_and}, which one lies closest to the left edge?",
+        "Reading the picture from left to right, which comes first: {cands}?",
+        "Of {cands_and}, which object is positioned leftmost?",
+    )
+    mc_templates = (
+        "Which of the following objects is furthest to the left in the image?",
+        "Which object below lies closest to the left edge of the picture?",
+        "Reading the image from left to right, which of these objects comes first?",
+        "Which of the listed objects is positioned leftmost?",
+    )
+
+
+@register
+class RightmostObject(_Extreme):
+    name = "rightmost_object"
+    axis, far = 0, True
+    short_templates = (
+        "Which of these is furthest to the right in the image: {cands}?",
+        "Among {cands_and}, which one lies closest to the right edge?",
+        "Reading the picture from left to right, which comes last: {cands}?",
+        "Of {cands_and}, which object is positioned rightmost?",
+    )
+    mc_templates = (
+        "Which of the following objects is furthest to the right in the image?",
+        "Which object below lies closest to the right edge of the picture?",
+        "Reading the image from left to right, which of these objects comes last?",
+        "Which of the listed objects is positioned rightmost?",
+    )
+
+
+@register
+class TopmostObject(_Extreme):
+    name = "topmost_object"
+    axis, far = 1, False
+    short_templates = (
+        "Which of these sits highest in the image: {cands}?",
+        "Among {cands_and}, which one is closest to the top edge?",
+        "Scanning the picture from top to bottom, which comes first: {cands}?",
+        "Of {cands_and}, which object is positioned topmost?",
+    )
+    mc_templates = (
+        "Which of the following objects sits highest in the image?",
+        "Which object below is closest to the top edge of the picture?",
+        "Scanning the image from top to bottom, which of these objects comes first?",
+        "Which of the listed objects is positioned topmost?",
+    )
+
+
+@register
+class BottommostObject(_Extreme):
+    name = "bottommost_object"
+    axis, far = 1, True
+    short_templates = (
+        "Which of these sits lowest in the image: {cands}?",
+        "Among {cands_and}, which one is closest to the bottom edge?",
+        "Scanning the picture from top to bottom, which comes last: {cands}?",
+        "Of {cands_and}, which object is positioned bottommost?",
+    )
+    mc_templates = (
+        "Which of the following objects sits lowest in the image?",
+        "Which object below is closest to the bottom edge of the picture?",
+        "Scanning the image from top to bottom, which of these objects comes last?",
+        "Which of the listed objects is positioned bottommost?",
+    )
+
+
+# -- 8. count attributed objects --------------------------------------------------------
+
+def _attrs(g: SceneGraph, i: int) -> list[str]:
+    """Object i's attributes, cleaned, duplicates dropped, in annotation order."""
+    out: list[str] = []
+    for a in g.objects[i].attributes:
+        a = " ".join(a.strip().lower().split())
+        if a and a not in out:
+            out.append(a)
+    return out
+
+
+def _same_attribute(a: str, b: str) -> bool:
+    """b says a: the same word, a synonym of the same category ("big" for "large"), or a
+    compound that contains it ("dark blue" for "blue")."""
+    if a == b:
+        return True
+    if attribute_category(a) != attribute_category(b):
+        return False
+    return _related(a, b, _ATTR_INDEX) or (" " not in a and a in b.split())
+
+
+@register
+class CountAttributedObjects(_Base):
+    name = "count_attributed_objects"
+    skills = ("calculating", "referencing")
+    templates = (
+        "How many {attr} {things} are there in the image?",
+        "Count the {attr} {things} in this picture.",
+        "What is the number of {attr} {things} shown here?",
+        "How many of the {things} in the photo are {attr}?",
+        "Tell me how many {attr} {things} can be seen.",
+    )
+
+    def generate(self, graphs, rng, ctx, n):
+        g = _first(graphs, n)
+        if g is None:
+            return []
+        ranges = count_ranges(g)
+        cands: list[tuple[str, str, int]] = []
+        for label, (lo, hi) in ranges.items():
+            if lo != hi:
+                continue
+            members = [i for i, ob in enumerate(g.objects) if ob.label == label]
+            member_attrs = [_attrs(g, i) for i in members]
+            seen: list[str] = []
+            for attrs in member_attrs:
+                for a in attrs:
+                    cat = attribute_category(a)
+                    if a in seen or cat is None or cat in _SKIPPED_CATEGORIES or a in _VAGUE_ATTRIBUTES:
+                        continue
+                    seen.append(a)
+                    # Every member must say something in this category, or an unannotated
+                    # one might have the attribute too.
+                    if not all(any(attribute_category(b) == cat for b in m) for m in member_attrs):
+                        continue
+                    has = [any(_same_attribute(a, b) for b in m) for m in member_attrs]
+                    # a member that is "blue" may or may not be "dark blue": skip
+                    if any(not h and any(_near(a, b) and attribute_category(b) == cat for b in m)
+                           for h, m in zip(has, member_attrs)):
+                        continue
+                    cands.append((label, a, sum(has)))
+        out = []
+        for label, attr, k in _draw(rng, cands, lambda c: ctx.freq.attributes[c[1]], n):
+            question = rng.choice(self.templates).format(attr=attr, things=plural(label))
+            answer = number(k, ctx)
+            others = [number(v, ctx) for v in _count_values(k, ctx.n_choices) if v != k]
+            options = _mc_or_none(rng, ctx, answer, others, ctx.n_choices)
+            boxes = [fmt_box(g.norm_box(i)) for i, ob in enumerate(g.objects)
+                     if ob.label == label and any(_same_attribute(attr, b) for b in _attrs(g, i))]
+            out.append(self._qa(question, answer, options, [label], {
+                "label": label, "attribute": attr, "count": k, "total": ranges[label][1],
+                "boxes": boxes}))
+        return out
+
+
+# -- 9. all attributes of an object -----------------------------------------------------
+
+def _attribute_pool(ctx: GenContext, category: str | None, exclude: Sequence[str], need: int,
+                    avoid_categories: Sequence[str] = ()) -> list[str]:
+    """Distractor attributes seen in the dataset, topped up from the vocabulary when fewer
+    than `need`; none equal or near to a word in `exclude`.
+
+    With a category, words of that category; with None, words of no category or of a
+    category outside `avoid_categories`.
+    """
+    seen = sorted(ctx.freq.attributes)
+    vocabulary: list[str] = []
+    for c in (CATEGORIES if category is None else (category,)):
+        vocabulary += attributes_in_category(c)
+    out: list[str] = []
+    for w in seen + [None] + vocabulary:
+        if w is None:  # end of the dataset's words
+            if len(out) >= need:
+                break
+            continue
+        cat = attribute_category(w)
+        if category is not None and cat != category:
+            continue
+        if category is None and cat in avoid_categories:
+            continue
+        if w in out or w in _VAGUE_ATTRIBUTES or any(_near(w, e) for e in exclude):
+            continue
+        out.append(w)
+    return out
+
+
+@register
+class ObjectAttributes(_Base):
+    name = "object_attributes"
+    skills = ("grounding", "referencing")
+    templates = (
+        "What attributes describe the {label} at {box}?",
+        "List the properties of the object in region {box}.",
+        "Which attributes does the {label} located at {box} have?",
+        "Describe the {label} inside the box {box} with its attributes.",
+        "What can be said about the appearance and state of the object at {box}?",
+    )
+
+    def generate(self, graphs, rng, ctx, n):
+        g = _first(graphs, n)
+        if g is None:
+            return []
+        ok = _referable(g)
+        objs = [i for i in range(len(g.objects)) if ok[i] and _attrs(g, i)]
+        rarest = lambda i: min(ctx.freq.attributes[a] for a in _attrs(g, i))  # noqa: E731
+        out = []
+        for i in _draw(rng, objs, rarest, n):
+            attrs = _attrs(g, i)
+            label, box = g.objects[i].label, fmt_box(g.norm_box(i))
+            answer = ", ".join(sorted(attrs))
+            options = None
+            if rng.random() < ctx.mc_ratio:
+                options = self._options(rng, ctx, attrs, answer)
+            question = rng.choice(self.templates).format(label=label, box=box)
+            out.append(self._qa(question, answer, options, [label],
+                                {"label": label, "box": box, "attributes": attrs}))
+        return out
+
+    @staticmethod
+    def _options(rng: random.Random, ctx: GenContext, attrs: list[str], answer: str) -> list[str] | None:
+        """Wrong options of the same length, each slot replaced by a word of the same category."""
+        k = ctx.n_choices - 1
+        own_cats = [c for c in (attribute_category(a) for a in attrs) if c is not None]
+        slots: dict[str | None, int] = {}
+        for a in attrs:
+            cat = attribute_category(a)
+            slots[cat] = slots.get(cat, 0) + 1
+        columns: list[list[str]] = []
+        for cat, count in slots.items():
+            pool = _attribute_pool(ctx, cat, attrs, count * k, own_cats)
+            if len(pool) < count * k:
+                return None
+            picked = rng.sample(pool, count * k)
+            columns += [picked[s * k:(s + 1) * k] for s in range(count)]
+        distractors = [", ".join(sorted(col[t] for col in columns)) for t in range(k)]
+        return as_multiple_choice(rng, answer, distractors, ctx.n_choices)
+
+
+# -- 10. attribute of a category --------------------------------------------------------
+
+_CATEGORY_NOUN = {"color": "color", "size": "size", "activity": "activity", "state": "state",
+                  "material": "material", "texture": "texture", "mood": "mood", "shape": "shape",
+                  "orientation": "orientation"}
+
+
+@register
+class ObjectAttributeCategory(_Base):
+    name = "object_attribute_category"
+    skills = ("grounding", "referencing")
+    templates = (
+        "What is the {noun} of the {label} at {box}?",
+        "Which {noun} best describes the {label} located at {box}?",
+        "For the {label} inside the region {box}, name its {noun}.",
+        "Considering the {label} in box {box}, what {noun} does it have?",
+    )
+    special = {
+        "color": ("What color is the {label} at {box}?",
+                  "Which color does the {label} in region {box} show?"),
+        "material": ("What is the {label} at {box} made of?",
+                     "What material was used for the {label} in region {box}?"),
+        "shape": ("What shape is the {label} at {box}?",),
+        "size": ("How big does the {label} at {box} look?",),
+        "activity": ("What is the {label} at {box} doing?",),
+    }
+
+    def generate(self, graphs, rng, ctx, n):
+        g = _first(graphs, n)
+        if g is None:
+            return []
+        ok = _referable(g)
+        cands: list[tuple[int, str, str]] = []
+        for i in range(len(g.objects)):
+            if not ok[i]:
+                continue
+            attrs = _attrs(g, i)
+            for cat in CATEGORIES:
+                if cat in _SKIPPED_CATEGORIES:
+                    continue
+                in_cat = [a for a in attrs if attribute_category(a) == cat]
+                # exactly one word of the category, else the answer would be partial
+                if len(in_cat) == 1 and in_cat[0] not in _VAGUE_ATTRIBUTES:
+                    cands.append((i, cat, in_cat[0]))
+        out = []
+        for i, cat, attr in _draw(rng, cands, lambda c: ctx.freq.attributes[c[2]], n):
+            label, box = g.objects[i].label, fmt_box(g.norm_box(i))
+            pool = _attribute_pool(ctx, cat, _attrs(g, i), ctx.n_choices - 1)
+            options = _mc_or_none(rng, ctx, attr, pool, ctx.n_choices)
+            templates = self.templates + self.special.get(cat, ())
+            question = rng.choice(templates).format(noun=_CATEGORY_NOUN[cat], label=label, box=box)
+            out.append(self._qa(question, attr, options, [label],
+                                {"label": label, "box": box, "category": cat, "attribute": attr}))
+        return out
+
+
+# -- 11-13. relations -------------------------------------------------------------------
+
+def _relations(g: SceneGraph) -> list[tuple[int, str, int]]:
+    """(subject, predicate, object) with a usable predicate, duplicates dropped, in order."""
+    out: list[tuple[int, str, int]] = []
+    for r in g.relations:
+        p = _clean_predicate(r.predicate)
+        t = (r.subject, p, r.object)
+        if _valid_predicate(p) and r.subject != r.object and t not in out:
+            out.append(t)
+    return out
+
+
+def _predicate_pool(ctx: GenContext, true_predicates: Sequence[str]) -> list[str]:
+    """Wrong predicates seen in the dataset, topped up from the common ones when too few;
+    never equal or near to a true one."""
+    out: list[str] = []
+    for p in sorted(ctx.freq.relations) + [None] + COMMON_PREDICATES:
+        if p is None:  # end of the dataset's predicates
+            if len(out) >= ctx.n_choices - 1:
+                break
+            continue
+        p = _clean_predicate(p)
+        if not _valid_predicate(p) or p in out or p in _VAGUE_PREDICATES:
+            continue
+        if any(_related(p, t, _PRED_INDEX) for t in true_predicates):
+            continue
+        out.append(p)
+    return out
+
+
+def _between(rels: list[tuple[int, str, int]], a: int, b: int) -> list[str]:
+    """Predicates linking objects a and b in either direction."""
+    return [p for s, p, o in rels if (s, o) in ((a, b), (b, a))]
+
+
+@register
+class RelationBetweenLabels(_Base):
+    name = "relation_between_labels"
+    skills = ("relationship description", "referencing")
+    templates = (
+        "What is the relationship between the {x} and the {y}?",
+        "How is the {x} related to the {y} in this image?",
+        "Fill in the relation: the {x} ___ the {y}.",
+        "Which predicate best links the {x} to the {y}?",
+        "In a word or two, how does the {x} stand with respect to the {y}?",
+    )
+
+    def generate(self, graphs, rng, ctx, n):
+        g = _first(graphs, n)
+        if g is None:
+            return []
+        rels = _relations(g)
+        cands = [(s, p, o) for s, p, o in rels if g.unique_label(s) and g.unique_label(o)]
+        out = []
+        for s, p, o in _draw(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
+            x, y = g.objects[s].label, g.objects[o].label
+            true = _between(rels, s, o)
+            options = _mc_or_none(rng, ctx, p, _predicate_pool(ctx, true), ctx.n_choices)
+            if p in _VAGUE_PREDICATES:
+                options = None
+            question = rng.choice(self.templates).format(x=x, y=y)
+            out.append(self._qa(question, p, options, [x, y], {
+                "subject": x, "object": y, "predicate": p,
+                "all_predicates": [q for ss, q, oo in rels if (ss, oo) == (s, o)]}))
+        return out
+
+
+@register
+class RelationBetweenBoxes(_Base):
+    name = "relation_between_boxes"
+    skills = ("relationship description", "grounding")
+    templates = (
+        "What is the relationship between the object at {bx} and the object at {by}?",
+        "How is the {x} in region {bx} related to the {y} in region {by}?",
+        "Fill in the relation: the object at {bx} ___ the object at {by}.",
+        "Which predicate links the {x} located at {bx} to the {y} located at {by}?",
+        "Describe how the thing inside {bx} relates to the thing inside {by}.",
+    )
+
+    def generate(self, graphs, rng, ctx, n):
+        g = _first(graphs, n)
+        if g is None:
+            return []
+        ok = _referable(g)
+        rels = _relations(g)
+        cands = [(s, p, o) for s, p, o in rels if ok[s] and ok[o]]
+        out = []
+        for s, p, o in _draw(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
+            x, y = g.objects[s].label, g.objects[o].label
+            bx, by = fmt_box(g.norm_box(s)), fmt_box(g.norm_box(o))
+            options = _mc_or_none(rng, ctx, p, _predicate_pool(ctx, _between(rels, s, o)), ctx.n_choices)
+            if p in _VAGUE_PREDICATES:
+                options = None
+            question = rng.choice(self.templates).format(x=x, y=y, bx=bx, by=by)
+            out.append(self._qa(question, p, options, [x, y], {
+                "subject": x, "object": y, "predicate": p, "subject_box": bx, "object_box": by}))
+        return out
+
+
+@register
+class RelationSubject(_Base):
+    name = "relation_subject"
+    skills = ("relationship description", "referencing")
+    short_templates = (
+        "Which of these {rel} the {y}: {cands}?",
+        "Among {cands_and}, which one {rel} the {y}?",
+        "Pick the object that {rel} the {y}: {cands}.",
+        "Out of {cands_and}, what {rel} the {y}?",
+    )
+    mc_templates = (
+        "Which of these {rel} the {y}?",
+        "Which of the following objects {rel} the {y}?",
+        "Pick the object that {rel} the {y}.",
+        "In this image, which listed object {rel} the {y}?",
+    )
+
+    def generate(self, graphs, rng, ctx, n):
+        g = _first(graphs, n)
+        if g is None:
+            return []
+        rels = _relations(g)
+        labels = sorted(g.label_counts)
+        cands: list[tuple[str, str, int, list[str]]] = []
+        done: set[tuple[str, str, int]] = set()  # membership only
+        clear: dict[tuple[int, str], list[str]] = {}
+        for s, p, o in rels:
+            x, y = g.objects[s].label, g.objects[o].label
+            # a vague predicate ("near") may hold for the wrong candidates too
+            if not g.unique_label(o) or x == y or p in _VAGUE_PREDICATES or (x, p, o) in done:
+                continue
+            done.add((x, p, o))
+            if (o, p) not in clear:
+                clear[(o, p)] = self._clearly_not(g, rels, labels, p, o)
+            wrong = [lab for lab in clear[(o, p)] if lab not in (x, y, plural(x)) and lab[:-1] != x
+                     and not (lab in _PEOPLE and x in _PEOPLE)]
+            if wrong:
+                cands.append((x, p, o, wrong))
+        out = []
+        for x, p, o, wrong in _draw(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
+            y = g.objects[o].label
+            shown, options = _pick_candidates(rng, ctx, x, wrong, ctx.n_choices)
+            if options:
+                question = rng.choice(self.mc_templates).format(rel=_be_phrase(p), y=y)
+            else:
+                question = rng.choice(self.short_templates).format(rel=_be_phrase(p), y=y,
+                                                                   cands=_join(_the(shown)),
+                                                                   cands_and=_join(_the(shown), "and"))
+            out.append(self._qa(question, x, options, list(shown) + [y], {
+                "subject": x, "predicate": p, "object": y, "candidates": list(shown),
+                "object_box": fmt_box(g.norm_box(o))}))
+        return out
+
+    @staticmethod
+    def _clearly_not(g: SceneGraph, rels: list[tuple[int, str, int]], labels: list[str], p: str,
+                     o: int) -> list[str]:
+        """The labels none of whose objects has `p` (or a near-synonym) to o, is o, or is one
+        of those subjects under another name or a part of one (its box on or inside theirs)."""
+        subjects = [ss for ss, q, oo in rels if oo == o and _related(q, p, _PRED_INDEX)]
+        sboxes = [g.objects[ss].box for ss in subjects]
+        ruled_out: set[str] = set()  # membership only
+        for i, ob in enumerate(g.objects):
+            same_or_part = any(_iou(ob.box, b) >= 0.5 or _inter(ob.box, b) >= 0.8 * _area(ob.box)
+                               for b in sboxes)
+            if i == o or i in subjects or same_or_part:
+                ruled_out.add(ob.label)
+        return [lab for lab in labels if lab not in ruled_out]

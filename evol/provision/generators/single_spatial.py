@@ -1,0 +1,464 @@
+"""Single-image spatial generators: points on objects, and depth comparisons.
+
+Points are written as normalised (x, y) with two decimals. Every point is drawn on the
+two-decimal grid, so the coordinates in the text name exactly the pixel that was checked:
+grid value k/100 denotes pixel column floor(k * width / 100) (rows likewise).
+
+A point counts as lying on an object only where that object's mask, and no other mask,
+covers it and a few pixels around it (background: no mask at all). There
+`SceneGraph.instance_map` names the same object, but the check is a handful of scalar
+reads instead of a whole-image map (about 2 ms on a 640x480 image with ten masks), and it
+keeps points off overlaps and edges, where "the same object" would be ambiguous.
+
+Depth follows the graph's convention: HIGHER depth values are CLOSER to the camera. (The
+public reference inverted this for its point generators; here a point or object with the
+larger value is the closer one.) Comparisons need a gap of at least `ctx.depth_gap`.
+
+The binary questions here ("which of two ...") take the two candidates as their options in
+multiple-choice form.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import weakref
+from typing import Sequence
+
+from evol.provision.base import QA, GenContext, Generator, as_multiple_choice, fmt_box, register, weight_rare
+from evol.provision.graph import SceneGraph
+
+_TRIES = 24  # draws per point before an object is given up for this question
+_PAIR_TRIES = 40  # draws per depth question before the point generators give up
+
+
+# -- shared helpers ----------------------------------------------------------------------
+def _name(graph: SceneGraph, i: int) -> str:
+    """How an object is named in text: its label when unique, else label and box."""
+    label = graph.objects[i].label
+    return label if graph.unique_label(i) else f"{label} at {fmt_box(graph.norm_box(i))}"
+
+
+class RarePool:
+    """Items drawn without replacement, favouring rare ones (weights as in `pick_rare`).
+
+    The weights are computed once, not again on every draw.
+    """
+
+    def __init__(self, items: Sequence, counts: Sequence[int]):
+        self.items = list(items)
+        self.weights = [weight_rare(c) for c in counts]
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def draw(self, rng: random.Random) -> int:
+        """Index of a drawn item (left in the pool)."""
+        return rng.choices(range(len(self.items)), weights=self.weights, k=1)[0]
+
+    def pop(self, k: int):
+        self.weights.pop(k)
+        return self.items.pop(k)
+
+    def take(self, rng: random.Random):
+        return self.pop(self.draw(rng))
+
+
+def _label_counts(graph: SceneGraph, ctx: GenContext) -> list[int]:
+    """Dataset count of each object's label, for favouring rare ones."""
+    freq = ctx.freq.objects
+    return [freq.get(ob.label, 0) for ob in graph.objects]
+
+
+def _fmt_point(kx: int, ky: int) -> str:
+    return f"({kx / 100:.2f}, {ky / 100:.2f})"
+
+
+def _options(rng: random.Random, ctx: GenContext, answer: str, others: Sequence[str]) -> list[str]:
+    """The two candidates as options (in random order) for an MC draw, else none."""
+    if rng.random() < ctx.mc_ratio:
+        return as_multiple_choice(rng, answer, others, len(others) + 1) or []
+    return []
+
+
+_LAST: list = [None, None]  # [weakref to graph, its _Points]: shared by both point generators
+
+
+def _points(graph: SceneGraph) -> "_Points":
+    ref = _LAST[0]
+    if ref is not None and ref() is graph:
+        return _LAST[1]
+    pts = _Points(graph)
+    try:
+        _LAST[:] = [weakref.ref(graph), pts]
+    except TypeError:
+        pass
+    return pts
+
+
+class _Points:
+    """Point sampling on the two-decimal grid, with instance ownership and depth reads."""
+
+    def __init__(self, graph: SceneGraph):
+        self.graph = graph
+        self.w, self.h = graph.width, graph.height
+        self.masks = graph.masks or []
+        self.margin = max(1, round(min(self.w, self.h) * 0.01))
+
+    def pixel(self, kx: int, ky: int) -> tuple[int, int]:
+        return (kx * self.w) // 100, (ky * self.h) // 100
+
+    def _neighbourhood(self, px: int, py: int) -> list[tuple[int, int]]:
+        m, w, h = self.margin, self.w, self.h
+        return [(px, py), (max(0, px - m), py), (min(w - 1, px + m), py),
+                (px, max(0, py - m)), (px, min(h - 1, py + m))]
+
+    def solid(self, px: int, py: int, who: int) -> bool:
+        """The pixel and its neighbours at `margin` are covered by `who`'s mask and no other
+        (who = -1: by no mask at all). Exclusive cover means `instance_map` gives `who`
+        there too, and keeps points off overlaps such as a shirt on a person, where
+        "the same object" would be ambiguous."""
+        near = self._neighbourhood(px, py)
+        if who >= 0:
+            mask = self.masks[who]
+            for x, y in near:
+                if not mask[y, x]:
+                    return False
+        for j, mask in enumerate(self.masks):
+            if j != who:
+                for x, y in near:
+                    if mask[y, x]:
+                        return False
+        return True
+
+    @staticmethod
+    def grid_range(lo: float, hi: float, size: int) -> tuple[int, int]:
+        """Grid values k whose pixel floor(k * size / 100) lies inside [lo, hi)."""
+        p_lo = max(0, math.ceil(lo))
+        p_hi = min(size - 1, math.ceil(hi) - 1)
+        k_lo = -(-100 * p_lo // size)
+        k_hi = min(99, -(-100 * (p_hi + 1) // size) - 1)
+        return k_lo, k_hi
+
+    def sample_in(self, rng: random.Random, i: int, avoid: Sequence[tuple[int, int]] = ()) -> tuple[int, int] | None:
+        """A grid point firmly inside object i (as its instance owner), or None."""
+        x1, y1, x2, y2 = self.graph.objects[i].box
+        kx_lo, kx_hi = self.grid_range(x1, x2, self.w)
+        ky_lo, ky_hi = self.grid_range(y1, y2, self.h)
+        if kx_lo > kx_hi or ky_lo > ky_hi:
+            return None
+        nx, ny = kx_hi - kx_lo + 1, ky_hi - ky_lo + 1
+        draw = rng.random
+        for _ in range(_TRIES):
+            k = (kx_lo + int(draw() * nx), ky_lo + int(draw() * ny))
+            if k not in avoid and self.solid(*self.pixel(*k), i):
+                return k
+        return None
+
+    def sample_background(self, rng: random.Random) -> tuple[int, int] | None:
+        for _ in range(_TRIES):
+            k = (int(rng.random() * 100), int(rng.random() * 100))
+            if self.solid(*self.pixel(*k), -1):
+                return k
+        return None
+
+    def depth_span(self, kx: int, ky: int) -> tuple[int, int]:
+        """Lowest and highest depth value around the point (higher = closer)."""
+        d = self.graph.depth
+        vals = [int(d[y, x]) for x, y in self._neighbourhood(*self.pixel(kx, ky))]
+        return min(vals), max(vals)
+
+
+# -- 14-15: which point lies on the same object as an anchor point -------------------------
+_SAME = [
+    "The point {a} lies on an object in the image. Which of the points {p} and {q} lies on that same object?",
+    "Which of {p} and {q} is on the same object as the point {a}?",
+    "Take the point {a}. Does {p} or {q} belong to the same object as it?",
+    "Coordinates are normalised (x, y). Which point, {p} or {q}, falls on the same object as {a}?",
+    "Of the two points {p} and {q}, which one marks the same object that {a} marks?",
+]
+_DIFFERENT = [
+    "The point {a} lies on an object in the image. Which of the points {p} and {q} does not lie on that object?",
+    "Which of {p} and {q} is not on the same object as the point {a}?",
+    "Take the point {a}. Does {p} or {q} fall outside the object it belongs to?",
+    "Coordinates are normalised (x, y). Which point, {p} or {q}, is off the object that {a} falls on?",
+    "Of the two points {p} and {q}, which one marks something other than the object at {a}?",
+]
+
+
+class _PointObject(Generator):
+    same = True
+    skills = ("object localization", "spatial reasoning")
+
+    def generate(self, graphs, rng, ctx, n):
+        g = graphs[0]
+        if n <= 0 or not g.masks or not g.objects:
+            return []
+        pts = _points(g)
+        cnt = _label_counts(g, ctx)
+        anchors = RarePool(range(len(g.objects)), cnt)
+        out: list[QA] = []
+        while anchors and len(out) < n:
+            i = anchors.take(rng)
+            a = pts.sample_in(rng, i)
+            b = pts.sample_in(rng, i, avoid=[a]) if a else None
+            if b is None:
+                continue
+            others = [j for j in range(len(g.objects)) if j != i]
+            rng.shuffle(others)
+            c, who = None, -1
+            for j in others[:6]:
+                c = pts.sample_in(rng, j, avoid=[a, b])
+                if c is not None:
+                    who = j
+                    break
+            if c is None:
+                c = pts.sample_background(rng)
+                if c is None or c in (a, b):
+                    continue
+            same, other = _fmt_point(*b), _fmt_point(*c)
+            answer, wrong = (same, other) if self.same else (other, same)
+            p, q = (same, other) if rng.random() < 0.5 else (other, same)
+            question = rng.choice(_SAME if self.same else _DIFFERENT).format(a=_fmt_point(*a), p=p, q=q)
+            labels = [g.objects[i].label] + ([g.objects[who].label] if who >= 0 else [])
+            out.append(QA(
+                generator=self.name, question=question, answer=answer,
+                options=_options(rng, ctx, answer, [wrong]), objects=labels, skills=list(self.skills),
+                metadata={
+                    "anchor_point": [a[0] / 100, a[1] / 100], "same_point": [b[0] / 100, b[1] / 100],
+                    "other_point": [c[0] / 100, c[1] / 100], "object": i, "object_label": g.objects[i].label,
+                    "other_object": who if who >= 0 else None,
+                    "other_label": g.objects[who].label if who >= 0 else None,
+                },
+            ))
+        return out
+
+
+@register
+class PointSameObject(_PointObject):
+    name = "point_same_object"
+    same = True
+
+
+@register
+class PointDifferentObject(_PointObject):
+    name = "point_different_object"
+    same = False
+
+
+# -- 16-17: which of two points is closer / farther --------------------------------------
+_POINT_NEAR = [
+    "Which point is nearer to the camera: {p} or {q}?",
+    "Of the two image points {p} and {q}, which one shows something closer to the viewer?",
+    "Judging the depth of the scene, is {p} or {q} closer to the camera?",
+    "Points are normalised (x, y). Between {p} and {q}, which lies closer to the camera?",
+]
+_POINT_FAR = [
+    "Which point is farther from the camera: {p} or {q}?",
+    "Of the two image points {p} and {q}, which one shows something more distant from the viewer?",
+    "Judging the depth of the scene, is {p} or {q} farther from the camera?",
+    "Points are normalised (x, y). Between {p} and {q}, which lies farther away from the camera?",
+]
+
+
+class _PointDepth(Generator):
+    closer = True
+    skills = ("depth perception", "spatial reasoning")
+
+    def generate(self, graphs, rng, ctx, n):
+        g = graphs[0]
+        if n <= 0 or g.depth is None:
+            return []
+        pts = _points(g)
+        gap = ctx.depth_gap
+        out: list[QA] = []
+        seen: list[tuple[int, int]] = []
+        misses = 0
+        while len(out) < n and misses < _PAIR_TRIES:
+            draw = rng.random
+            a = (int(draw() * 100), int(draw() * 100))
+            b = (int(draw() * 100), int(draw() * 100))
+            if a == b or a in seen or b in seen:
+                misses += 1
+                continue
+            (alo, ahi), (blo, bhi) = pts.depth_span(*a), pts.depth_span(*b)
+            if alo - bhi >= gap:
+                near, far = a, b  # higher depth value = closer
+            elif blo - ahi >= gap:
+                near, far = b, a
+            else:
+                misses += 1
+                continue
+            seen += [a, b]
+            pa, pb = _fmt_point(*a), _fmt_point(*b)
+            answer, wrong = (_fmt_point(*near), _fmt_point(*far)) if self.closer else (_fmt_point(*far), _fmt_point(*near))
+            question = rng.choice(_POINT_NEAR if self.closer else _POINT_FAR).format(p=pa, q=pb)
+            out.append(QA(
+                generator=self.name, question=question, answer=answer,
+                options=_options(rng, ctx, answer, [wrong]), objects=[], skills=list(self.skills),
+                metadata={
+                    "points": [[a[0] / 100, a[1] / 100], [b[0] / 100, b[1] / 100]],
+                    "depth_ranges": [[alo, ahi], [blo, bhi]], "depth_gap": gap,
+                    "closer_point": [near[0] / 100, near[1] / 100],
+                },
+            ))
+        return out
+
+
+@register
+class CloserPoint(_PointDepth):
+    name = "closer_point"
+    closer = True
+
+
+@register
+class FartherPoint(_PointDepth):
+    name = "farther_point"
+    closer = False
+
+
+# -- 18-19: which of two objects is closer / farther -------------------------------------
+_OBJ_NEAR = [
+    "Which is closer to the camera, the {a} or the {b}?",
+    "Of the {a} and the {b}, which one is nearer to the viewer?",
+    "Is the {a} or the {b} closer to the camera?",
+    "Comparing how far they are from the camera, which is nearer: the {a} or the {b}?",
+]
+_OBJ_FAR = [
+    "Which is farther from the camera, the {a} or the {b}?",
+    "Of the {a} and the {b}, which one is more distant from the viewer?",
+    "Is the {a} or the {b} farther away from the camera?",
+    "Comparing how far they are from the camera, which is more distant: the {a} or the {b}?",
+]
+
+
+def _usable_depths(g: SceneGraph) -> list[int | None]:
+    if g.depth is None or not g.objects:
+        return []
+    return g.object_depths
+
+
+class _ObjectDepth(Generator):
+    closer = True
+    skills = ("depth perception", "spatial reasoning")
+
+    def generate(self, graphs, rng, ctx, n):
+        g = graphs[0]
+        depths = _usable_depths(g)
+        if n <= 0 or not depths:
+            return []
+        gap = ctx.depth_gap
+        names = [_name(g, i) for i in range(len(g.objects))]
+        valid = [i for i, d in enumerate(depths) if d is not None]
+        pairs = [(i, j) for k, i in enumerate(valid) for j in valid[k + 1:]
+                 if abs(depths[i] - depths[j]) >= gap and names[i] != names[j]]
+        cnt = _label_counts(g, ctx)
+        pairs = RarePool(pairs, [min(cnt[i], cnt[j]) for i, j in pairs])
+        out: list[QA] = []
+        while pairs and len(out) < n:
+            i, j = pairs.take(rng)
+            near, far = (i, j) if depths[i] > depths[j] else (j, i)  # higher value = closer
+            first, second = (i, j) if rng.random() < 0.5 else (j, i)
+            answer, wrong = (names[near], names[far]) if self.closer else (names[far], names[near])
+            question = rng.choice(_OBJ_NEAR if self.closer else _OBJ_FAR).format(a=names[first], b=names[second])
+            out.append(QA(
+                generator=self.name, question=question, answer=answer,
+                options=_options(rng, ctx, answer, [wrong]),
+                objects=[g.objects[first].label, g.objects[second].label], skills=list(self.skills),
+                metadata={
+                    "objects": [first, second], "boxes": [g.norm_box(first), g.norm_box(second)],
+                    "depths": [depths[first], depths[second]], "depth_gap": gap, "closer_object": near,
+                },
+            ))
+        return out
+
+
+@register
+class CloserObject(_ObjectDepth):
+    name = "closer_object"
+    closer = True
+
+
+@register
+class FartherObject(_ObjectDepth):
+    name = "farther_object"
+    closer = False
+
+
+# -- 20-21: which of two objects is closer / farther in depth to an anchor ----------------
+_ANCHOR_NEAR = [
+    "In terms of depth, which is closer to the {c}: the {a} or the {b}?",
+    "Which object sits at a distance from the camera more like that of the {c}, the {a} or the {b}?",
+    "Looking only along the camera's line of sight, is the {a} or the {b} nearer to the {c}?",
+    "Ignoring left-right and up-down position, which is closer in depth to the {c}: the {a} or the {b}?",
+]
+_ANCHOR_FAR = [
+    "In terms of depth, which is farther from the {c}: the {a} or the {b}?",
+    "Which object's distance from the camera differs more from that of the {c}, the {a} or the {b}?",
+    "Looking only along the camera's line of sight, is the {a} or the {b} farther from the {c}?",
+    "Ignoring left-right and up-down position, which is farther in depth from the {c}: the {a} or the {b}?",
+]
+
+
+class _AnchorDepth(Generator):
+    closer = True
+    skills = ("depth perception", "spatial reasoning")
+
+    def generate(self, graphs, rng, ctx, n):
+        g = graphs[0]
+        depths = _usable_depths(g)
+        if n <= 0 or not depths:
+            return []
+        gap = ctx.depth_gap
+        names = [_name(g, i) for i in range(len(g.objects))]
+        valid = [i for i, d in enumerate(depths) if d is not None]
+        if len(valid) < 3:
+            return []
+        cnt = _label_counts(g, ctx)
+        anchors = RarePool(valid, [cnt[i] for i in valid])
+        pairs_of: dict[int, RarePool] = {}
+        out: list[QA] = []
+        while anchors and len(out) < n:
+            k = anchors.draw(rng)
+            c = anchors.items[k]
+            if c not in pairs_of:  # built lazily, only for anchors actually drawn
+                dc = depths[c]
+                rest = [(i, abs(depths[i] - dc)) for i in valid if i != c and names[i] != names[c]]
+                found = [(i, j) for m, (i, di) in enumerate(rest) for j, dj in rest[m + 1:]
+                         if abs(di - dj) >= gap and names[i] != names[j]]
+                pairs_of[c] = RarePool(found, [min(cnt[i], cnt[j]) for i, j in found])
+            pairs = pairs_of[c]
+            if not pairs:
+                anchors.pop(k)
+                continue
+            i, j = pairs.take(rng)
+            di, dj = abs(depths[i] - depths[c]), abs(depths[j] - depths[c])
+            near, far = (i, j) if di < dj else (j, i)
+            first, second = (i, j) if rng.random() < 0.5 else (j, i)
+            answer, wrong = (names[near], names[far]) if self.closer else (names[far], names[near])
+            question = rng.choice(_ANCHOR_NEAR if self.closer else _ANCHOR_FAR).format(
+                a=names[first], b=names[second], c=names[c])
+            out.append(QA(
+                generator=self.name, question=question, answer=answer,
+                options=_options(rng, ctx, answer, [wrong]),
+                objects=[g.objects[c].label, g.objects[first].label, g.objects[second].label],
+                skills=list(self.skills),
+                metadata={
+                    "anchor": c, "objects": [first, second], "anchor_depth": depths[c],
+                    "depths": [depths[first], depths[second]], "depth_gap": gap,
+                    "closer_to_anchor": near,
+                },
+            ))
+        return out
+
+
+@register
+class CloserToAnchor(_AnchorDepth):
+    name = "closer_to_anchor"
+    closer = True
+
+
+@register
+class FartherToAnchor(_AnchorDepth):
+    name = "farther_to_anchor"
+    closer = False
