@@ -219,28 +219,36 @@ def demo(
     out: str = typer.Option("runs/demo", "--out", help="Run folder for the demo."),
     rounds: int = typer.Option(2, help="Evolution rounds."),
 ) -> None:
-    """Evolve the shipped sample data against the built-in local test server.
+    """Seeds from the shipped scene graphs, then evolution against the local test server.
 
     The test server answers every request in the requested JSON shape with placeholder
-    text: it shows the whole pipeline (operators, rule checks, judge, outputs, resume)
-    working offline, not what a real model writes.
+    text: it shows the whole pipeline (seeding, operators, rule checks, judge, outputs,
+    resume) working offline, not what a real model writes.
     """
     from evol.testing.server import ServerConfig, start_in_thread
 
     seeds = Path(__file__).resolve().parent.parent / "seeds"
-    sample = seeds / "sample_mmevol.jsonl"
-    if not sample.exists():
-        _fail(f"sample data not found at {sample}: run from a source checkout (pip install -e .)")
+    graphs = seeds / "scene_graphs"
+    if not graphs.exists():
+        _fail(f"sample data not found at {graphs}: run from a source checkout (pip install -e .)")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    seed_file = str(Path(out) / "seeds.jsonl")
+    console.print(f"demo 1/2: programmatic seeds from the scene graphs in {graphs}")
+    seed_provision(
+        out=seed_file, annotations=str(graphs), masks=str(graphs / "masks"), depth=None, vg=None, vg_ids=None,
+        image_root=str(seeds), per_generator=1, mc_ratio=0.5, choices=4, seed=0, images="2", generators=None,
+        single=True, number_words=False, depth_gap=20,
+    )
     server = start_in_thread(ServerConfig(latency=0.05, spread=0.3))
     console.print(
-        f"demo: evolving {sample.name} for {rounds} rounds against the local test server at {server.url}\n"
+        f"demo 2/2: evolving them for {rounds} rounds against the local test server at {server.url}\n"
         "      (it answers in the right JSON shape with placeholder text; point --base-url at a real model for real data)"
     )
     try:
         evolve(
-            input=str(sample), out=out, config=None, rounds=rounds, backend="openai", model="evol-test-server",
+            input=seed_file, out=out, config=None, rounds=rounds, backend="openai", model="evol-test-server",
             base_url=server.url, api_key_env="EVOL_DEMO_NO_KEY", judge_model=None, image_root=str(seeds),
-            max_side=None, image_detail=None, send_images=None, judge_image=None, concurrency=8, rpm=None, tpm=None,
+            max_side=None, image_detail=None, send_images=None, judge_image=None, concurrency=16, rpm=None, tpm=None,
             timeout=30.0, max_attempts=None, seed=None, mix=None, temperature=None, top_p=None, max_tokens=None,
             judge_temperature=None, min_score=None, include_seeds=None, input_format=None, limit=None,
             dry_run=False, verbose=False,
@@ -248,7 +256,7 @@ def demo(
     finally:
         server.stop()
     run = RunDir(Path(out))
-    for f in (run.llava, run.records, run.rejects, run.manifest):
+    for f in (Path(seed_file), run.llava, run.records, run.rejects, run.manifest):
         console.print(f"  {f}")
 
 

@@ -25,7 +25,7 @@ def describe(stats: RunStats) -> str:
 async def show_progress(stats: RunStats, console: Console, interval: float = 0.5) -> None:
     """Run until cancelled, redrawing from `stats`."""
     if not (console.is_terminal and sys.stderr.isatty()):
-        last = 0.0
+        last = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             if time.monotonic() - last >= 15:

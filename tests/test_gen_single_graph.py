@@ -64,7 +64,8 @@ def matches(g: SceneGraph, meta: dict, *, with_label: bool) -> list[int]:
         if "relation" in meta:
             def fits_nb(k):
                 nb = g.objects[k]
-                return nb.label == meta["neighbour_label"] and all(a in nb.attributes for a in meta["neighbour_attributes"])
+                return (nb.label == meta["neighbour_label"]
+                        and all(a in nb.attributes for a in meta["neighbour_attributes"]))
             ok = any(r.predicate == meta["relation"] and (
                 (meta["direction"] == "subject" and r.subject == o and fits_nb(r.object)) or
                 (meta["direction"] == "object" and r.object == o and fits_nb(r.subject)))
@@ -119,6 +120,22 @@ def test_object_qa_options_avoid_synonyms_and_are_four():
             assert len(qa.options) == 4 and qa.answer in qa.options
             if qa.answer == "man":
                 assert "person" not in qa.options
+
+
+def test_object_qa_tops_up_options_from_the_dataset_or_falls_back_to_short_answer():
+    g = graph([("cup", ["white"]), ("table", ["wooden"])], [(0, "on", 1)])
+    freq = Frequencies()
+    for lab, k in (("tree", 9), ("car", 7), ("person", 5), ("cup", 50), ("mug", 40), ("dog", 1)):
+        freq.objects[lab] = k
+    for seed in range(5):
+        for qa in run("sg_object_qa", g, seed=seed, mc_ratio=1.0, freq=freq):
+            assert len(qa.options) == 4 and qa.answer in qa.options
+            assert "dog" not in qa.options  # the most common labels come first
+            if qa.answer == "cup":
+                assert "mug" not in qa.options  # too close in meaning
+    # two labels and no dataset counts: too few wrong options, so short answer
+    qas = run("sg_object_qa", g, mc_ratio=1.0)
+    assert qas and all(qa.options == [] for qa in qas)
 
 
 # -- 23 -----------------------------------------------------------------------------------------
@@ -238,7 +255,8 @@ def test_output_independent_of_hash_seed():
     outs = []
     for hs in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hs}
-        res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=60)
         assert res.returncode == 0, res.stderr
         outs.append(json.loads(res.stdout))
     assert outs[0] == outs[1] and len(outs[0]) > 3

@@ -145,6 +145,16 @@ def test_closer_point_uses_higher_value_as_closer():
         assert (p[0] < 0.5) != (q[0] < 0.5)  # one point on each side
 
 
+def test_point_depth_names_the_objects_under_the_points():
+    halves = [rect(0, 0, 20, 30), rect(20, 0, 40, 30)]
+    g = graph([("wall", (0, 0, 20, 30)), ("sea", (20, 0, 40, 30))], masks=halves, depth=split_depth(30, 220))
+    qas = run("closer_point", g, n=4)
+    assert qas
+    for qa in qas:
+        assert sorted(qa.objects) == ["sea", "wall"]
+        assert points(qa.answer)[0][0] >= 0.5  # the sea half is the near one here
+
+
 def test_point_depth_gap_threshold():
     g = graph([], depth=split_depth(100, 90))  # 10 apart
     assert run("closer_point", g, depth_gap=20) == []

@@ -17,37 +17,14 @@ import weakref
 
 from evol.provision.base import NUMBER_WORDS
 from evol.provision.graph import SceneGraph
+from evol.provision.vocab import plural
 
 MAX_LABELS = 15  # object kinds named before "and more"
 MAX_RELATIONS = 3  # relation sentences per caption
 
-_IRREGULAR = {
-    "person": "people", "man": "men", "woman": "women", "child": "children", "foot": "feet",
-    "tooth": "teeth", "mouse": "mice", "goose": "geese", "sheep": "sheep", "deer": "deer",
-    "fish": "fish", "bus": "buses", "glass": "glasses", "knife": "knives", "leaf": "leaves",
-    "shelf": "shelves", "wolf": "wolves", "scarf": "scarves", "loaf": "loaves",
-}
 # words ending in "s" that are not third-person verbs, for relative clauses
 _NOT_VERBS = {"across", "towards", "toward", "upwards", "downwards", "as", "this", "its", "has", "besides",
               "alongside", "outside", "inside", "beside", "is", "was", "us"}
-
-
-def plural(label: str) -> str:
-    words = label.split()
-    if not words:
-        return label
-    last = words[-1]
-    if last in _IRREGULAR:
-        last = _IRREGULAR[last]
-    elif last.endswith(("ss", "sh", "ch", "x", "z")):
-        last += "es"
-    elif last.endswith("s"):
-        pass  # already plural-looking ("jeans", "glasses")
-    elif last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
-        last = last[:-1] + "ies"
-    else:
-        last += "s"
-    return " ".join(words[:-1] + [last])
 
 
 def article(phrase: str) -> str:

@@ -79,6 +79,19 @@ class SceneGraph:
                 if m.shape != (self.height, self.width):
                     raise GraphError(self.image_id, f"mask {i} shape {m.shape} differs from "
                                      f"the image's {(self.height, self.width)}")
+                # A mask belongs to its box: clipping it once here lets per-object work
+                # (object depth, points on objects) read the box region only.
+                x1, y1, x2, y2 = self.objects[i].box
+                x1, y1, x2, y2 = int(x1), int(y1), int(np.ceil(x2)), int(np.ceil(y2))
+                if m.flags.writeable:
+                    m[:y1] = False
+                    m[y2:] = False
+                    m[:, :x1] = False
+                    m[:, x2:] = False
+                else:
+                    clipped = np.zeros_like(m)
+                    clipped[y1:y2, x1:x2] = m[y1:y2, x1:x2]
+                    self.masks[i] = clipped
         return self
 
     # -- derived, computed once ---------------------------------------------------------
@@ -102,7 +115,7 @@ class SceneGraph:
             return [None] * len(self.objects)
         out: list[int | None] = []
         for i, ob in enumerate(self.objects):
-            # only the box is scanned: a mask lies inside its object's box
+            # only the box is scanned: validate() clips each mask to its object's box
             x1, y1 = int(ob.box[0]), int(ob.box[1])
             x2, y2 = int(np.ceil(ob.box[2])), int(np.ceil(ob.box[3]))
             region = self.depth[y1:y2, x1:x2]

@@ -101,3 +101,32 @@ def is_countable(label: str) -> bool:
 
 def countable_names() -> list[str]:
     return sorted(_countable())
+
+
+_PLURAL_OF = {
+    "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
+    "foot": "feet", "tooth": "teeth", "goose": "geese", "sheep": "sheep", "deer": "deer",
+    "fish": "fish", "knife": "knives", "leaf": "leaves", "shelf": "shelves", "wolf": "wolves",
+    "scarf": "scarves", "loaf": "loaves", "calf": "calves", "half": "halves", "human": "humans",
+    "glasses": "glasses", "pants": "pants", "jeans": "jeans", "scissors": "scissors",
+    "skis": "skis", "shorts": "shorts",
+}
+
+
+def plural(label: str) -> str:
+    """English plural of a (possibly multi-word) object name: "traffic light" -> "traffic lights"."""
+    words = label.split()
+    if not words:
+        return label
+    last = words[-1]
+    if last in _PLURAL_OF:
+        last = _PLURAL_OF[last]
+    elif last.endswith("man"):
+        last = last[:-3] + "men"
+    elif last.endswith(("s", "x", "z", "ch", "sh")):
+        last += "es"
+    elif len(last) > 1 and last.endswith("y") and last[-2] not in "aeiou":
+        last = last[:-1] + "ies"
+    else:
+        last += "s"
+    return " ".join(words[:-1] + [last])

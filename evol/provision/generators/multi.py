@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 from evol.provision.base import (QA, GenContext, Generator, as_multiple_choice, number, pick_rare,
                                  register)
 from evol.provision.graph import SceneGraph
-from evol.provision.vocab import attribute_category, attributes_in_category, is_countable
+from evol.provision.vocab import attribute_category, attributes_in_category, is_countable, plural
 
 # ----------------------------------------------------------------------------------------
 # wording helpers
@@ -38,29 +38,6 @@ def image_name(k: int) -> str:
 
 def with_article(phrase: str) -> str:
     return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
-
-
-_PLURALS = {
-    "person": "people", "man": "men", "woman": "women", "child": "children", "foot": "feet",
-    "tooth": "teeth", "mouse": "mice", "goose": "geese", "sheep": "sheep", "deer": "deer",
-    "fish": "fish", "knife": "knives", "leaf": "leaves", "shelf": "shelves", "wolf": "wolves",
-    "glasses": "glasses", "pants": "pants", "jeans": "jeans", "shorts": "shorts",
-    "scissors": "scissors", "skis": "skis", "people": "people", "clothes": "clothes",
-}
-
-
-def plural(label: str) -> str:
-    """English plural of an object name; for several words only the last one changes."""
-    head, _, last = label.rpartition(" ")
-    if last in _PLURALS:
-        word = _PLURALS[last]
-    elif last.endswith(("s", "x", "z", "ch", "sh")):
-        word = last + "es"
-    elif last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
-        word = last[:-1] + "ies"
-    else:
-        word = last + "s"
-    return f"{head} {word}" if head else word
 
 
 def per_image(parts: Sequence[Sequence[str]]) -> str:

@@ -29,40 +29,11 @@ from evol.provision.base import (QA, GenContext, Generator, as_multiple_choice, 
                                  pick_rare, register)
 from evol.provision.graph import SceneGraph
 from evol.provision import vocab
-from evol.provision.vocab import CATEGORIES, attribute_category, attributes_in_category, is_countable
+from evol.provision.vocab import CATEGORIES, attribute_category, attributes_in_category, is_countable, plural
 
 T = TypeVar("T")
 
 # -- words ------------------------------------------------------------------------------
-
-_IRREGULAR_PLURALS = {
-    "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
-    "foot": "feet", "tooth": "teeth", "goose": "geese", "sheep": "sheep", "deer": "deer",
-    "fish": "fish", "knife": "knives", "leaf": "leaves", "shelf": "shelves", "wolf": "wolves",
-    "scarf": "scarves", "loaf": "loaves", "calf": "calves", "half": "halves", "human": "humans",
-    "glasses": "glasses", "pants": "pants", "jeans": "jeans", "scissors": "scissors",
-    "skis": "skis", "shorts": "shorts",
-}
-
-
-def plural(label: str) -> str:
-    """English plural of a (possibly multi-word) object name: "traffic light" -> "traffic lights"."""
-    words = label.split()
-    if not words:
-        return label
-    last = words[-1]
-    if last in _IRREGULAR_PLURALS:
-        last = _IRREGULAR_PLURALS[last]
-    elif last.endswith("man"):
-        last = last[:-3] + "men"
-    elif last.endswith(("s", "x", "z", "ch", "sh")):
-        last += "es"
-    elif len(last) > 1 and last.endswith("y") and last[-2] not in "aeiou":
-        last = last[:-1] + "ies"
-    else:
-        last += "s"
-    return " ".join(words[:-1] + [last])
-
 
 @lru_cache(maxsize=1)
 def _listed_names() -> frozenset[str] | None:

@@ -277,16 +277,20 @@ def _mc(rng: random.Random, ctx: GenContext, answer: str, distractors: list[str]
     return []
 
 
-def _fill(first: Sequence[str], extra: Sequence[str], answer: str, need: int,
-          banned: Sequence[str] = ()) -> list[str]:
-    """Wrong options: all usable ones of `first`, topped up from `extra` (in order) to `need`.
-    Anything too close in meaning to the answer, or in `banned`, is left out."""
+def _fill(first: Sequence[str], extra, answer: str, need: int, banned: Sequence[str] = ()) -> list[str]:
+    """Wrong options: all usable ones of `first`, topped up to `need` from `extra` (a list,
+    or a function giving one, called only when `first` falls short). Anything too close in
+    meaning to the answer, or in `banned`, is left out."""
     out: list[str] = []
-    for k, x in enumerate(list(first) + list(extra)):
-        if k >= len(first) and len(out) >= need:
-            break
+    for x in first:
         if x not in out and x not in banned and not too_close(answer, x):
             out.append(x)
+    if len(out) < need:
+        for x in extra() if callable(extra) else extra:
+            if len(out) >= need:
+                break
+            if x not in out and x not in banned and not too_close(answer, x):
+                out.append(x)
     return out
 
 
@@ -301,8 +305,21 @@ def _wrong_attributes(category: str, answer: str) -> list[str]:
     return words
 
 
-def _by_count(counter) -> list[str]:
-    return [k for k, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
+_TOP: list = [None, 0, []]  # [weakref to a Counter, its size then, its most common keys]
+TOP_KEYS = 64
+
+
+def _most_common(counter) -> list[str]:
+    """The dataset's most common keys (ties by name), remembered for the same Counter."""
+    ref, size, keys = _TOP
+    if ref is not None and ref() is counter and size == len(counter):
+        return keys
+    keys = [k for k, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_KEYS]]
+    try:
+        _TOP[:] = [weakref.ref(counter), len(counter), keys]
+    except TypeError:
+        pass
+    return keys
 
 
 # -- 22: what is the object picked out by a reference --------------------------------------
@@ -335,7 +352,7 @@ class SGObjectQA(Generator):
             if ref is None:
                 continue
             answer = idx.labels[t]
-            distractors = _fill(list(idx.label_mask), _by_count(freq), answer, ctx.n_choices - 1)
+            distractors = _fill(list(idx.label_mask), lambda: _most_common(freq), answer, ctx.n_choices - 1)
             nb = ref.rel[2]
             out.append(QA(
                 generator=self.name, question=rng.choice(_OBJECT_Q).format(d=ref.text(idx)), answer=answer,
@@ -431,7 +448,7 @@ class SGRelationQA(Generator):
             if ref_b is None:
                 continue
             answer = idx.between[(s, o)][0]
-            distractors = _fill(idx.predicates, _by_count(freq) + _COMMON_PREDICATES, answer,
+            distractors = _fill(idx.predicates, lambda: _most_common(freq) + _COMMON_PREDICATES, answer,
                                 ctx.n_choices - 1, banned=idx.between.get((o, s), []))
             question = rng.choice(_REL_Q).format(a=ref_a.text(idx), b=ref_b.text(idx))
             objects = [idx.labels[s], idx.labels[o]]

@@ -8,7 +8,8 @@ A point counts as lying on an object only where that object's mask, and no other
 covers it and a few pixels around it (background: no mask at all). There
 `SceneGraph.instance_map` names the same object, but the check is a handful of scalar
 reads instead of a whole-image map (about 2 ms on a 640x480 image with ten masks), and it
-keeps points off overlaps and edges, where "the same object" would be ambiguous.
+keeps points off overlaps and edges, where "the same object" would be ambiguous. Like
+`SceneGraph.object_depths`, it takes a mask to lie inside its object's box.
 
 Depth follows the graph's convention: HIGHER depth values are CLOSER to the camera. (The
 public reference inverted this for its point generators; here a point or object with the
@@ -24,6 +25,8 @@ import math
 import random
 import weakref
 from typing import Sequence
+
+import numpy as np
 
 from evol.provision.base import QA, GenContext, Generator, as_multiple_choice, fmt_box, register, weight_rare
 from evol.provision.graph import SceneGraph
@@ -81,7 +84,7 @@ def _options(rng: random.Random, ctx: GenContext, answer: str, others: Sequence[
     return []
 
 
-_LAST: list = [None, None]  # [weakref to graph, its _Points]: shared by both point generators
+_LAST: list = [None, None]  # [weakref to graph, its _Points]: shared by this module's generators
 
 
 def _points(graph: SceneGraph) -> "_Points":
@@ -97,13 +100,29 @@ def _points(graph: SceneGraph) -> "_Points":
 
 
 class _Points:
-    """Point sampling on the two-decimal grid, with instance ownership and depth reads."""
+    """Per-graph helpers shared by the generators here: point sampling on the two-decimal
+    grid with instance ownership, depth reads, and object names."""
 
     def __init__(self, graph: SceneGraph):
         self.graph = graph
         self.w, self.h = graph.width, graph.height
-        self.masks = graph.masks or []
+        # flat byte views of the masks (no copies for ordinary contiguous arrays): reading
+        # one pixel is then a plain memoryview index, several times cheaper than mask[y, x]
+        self.masks = [memoryview(np.ascontiguousarray(m, dtype=bool).reshape(-1).view(np.uint8))
+                      for m in graph.masks or []]
         self.margin = max(1, round(min(self.w, self.h) * 0.01))
+        # pixel ranges [x1, x2) x [y1, y2) read per object, as object_depths reads them
+        self.boxes = [(int(b[0]), int(b[1]), math.ceil(b[2]), math.ceil(b[3]))
+                      for b in (ob.box for ob in graph.objects)]
+        self._overlap: dict[int, list[int]] = {}
+        self._names: list[str] | None = None
+
+    def names(self) -> list[str]:
+        """Every object's name in text (label, plus its box when the label repeats)."""
+        if self._names is None:
+            g = self.graph
+            self._names = [_name(g, i) for i in range(len(g.objects))]
+        return self._names
 
     def pixel(self, kx: int, ky: int) -> tuple[int, int]:
         return (kx * self.w) // 100, (ky * self.h) // 100
@@ -113,23 +132,54 @@ class _Points:
         return [(px, py), (max(0, px - m), py), (min(w - 1, px + m), py),
                 (px, max(0, py - m)), (px, min(h - 1, py + m))]
 
+    def _overlapping(self, i: int) -> list[int]:
+        """Objects whose boxes meet object i's box: the only masks that can cover its pixels."""
+        got = self._overlap.get(i)
+        if got is None:
+            a1, b1, a2, b2 = self.boxes[i]
+            got = self._overlap[i] = [j for j, (x1, y1, x2, y2) in enumerate(self.boxes)
+                                      if j != i and x1 < a2 and a1 < x2 and y1 < b2 and b1 < y2]
+        return got
+
     def solid(self, px: int, py: int, who: int) -> bool:
         """The pixel and its neighbours at `margin` are covered by `who`'s mask and no other
         (who = -1: by no mask at all). Exclusive cover means `instance_map` gives `who`
         there too, and keeps points off overlaps such as a shirt on a person, where
-        "the same object" would be ambiguous."""
-        near = self._neighbourhood(px, py)
+        "the same object" would be ambiguous. As in `SceneGraph.object_depths`, a mask is
+        read only inside its object's box, so masks away from the point cost nothing."""
+        w, m = self.w, self.margin
+        xl, xr = max(0, px - m), min(w - 1, px + m)
+        yt, yb = max(0, py - m), min(self.h - 1, py + m)
+        near = ((px, py), (xl, py), (xr, py), (px, yt), (px, yb))
         if who >= 0:
+            x1, y1, x2, y2 = self.boxes[who]
+            if not (x1 <= xl and xr < x2 and y1 <= yt and yb < y2):
+                return False
             mask = self.masks[who]
             for x, y in near:
-                if not mask[y, x]:
+                if not mask[y * w + x]:
                     return False
-        for j, mask in enumerate(self.masks):
-            if j != who:
-                for x, y in near:
-                    if mask[y, x]:
-                        return False
+            others = self._overlapping(who)
+        else:
+            others = range(len(self.masks))
+        for j in others:
+            x1, y1, x2, y2 = self.boxes[j]
+            if xr < x1 or xl >= x2 or yb < y1 or yt >= y2:
+                continue
+            mask = self.masks[j]
+            for x, y in near:
+                if x1 <= x < x2 and y1 <= y < y2 and mask[y * w + x]:
+                    return False
         return True
+
+    def object_at(self, px: int, py: int) -> int | None:
+        """The one object whose mask covers the pixel; -1 for none or several, None without masks."""
+        if not self.masks:
+            return None
+        w = self.w
+        hits = [j for j, (x1, y1, x2, y2) in enumerate(self.boxes)
+                if x1 <= px < x2 and y1 <= py < y2 and self.masks[j][py * w + px]]
+        return hits[0] if len(hits) == 1 else -1
 
     @staticmethod
     def grid_range(lo: float, hi: float, size: int) -> tuple[int, int]:
@@ -180,7 +230,7 @@ _SAME = [
 _DIFFERENT = [
     "The point {a} lies on an object in the image. Which of the points {p} and {q} does not lie on that object?",
     "Which of {p} and {q} is not on the same object as the point {a}?",
-    "Take the point {a}. Does {p} or {q} fall outside the object it belongs to?",
+    "Take the point {a} and the object under it. Does {p} or {q} fall outside that object?",
     "Coordinates are normalised (x, y). Which point, {p} or {q}, is off the object that {a} falls on?",
     "Of the two points {p} and {q}, which one marks something other than the object at {a}?",
 ]
@@ -291,13 +341,18 @@ class _PointDepth(Generator):
                 continue
             seen += [a, b]
             pa, pb = _fmt_point(*a), _fmt_point(*b)
-            answer, wrong = (_fmt_point(*near), _fmt_point(*far)) if self.closer else (_fmt_point(*far), _fmt_point(*near))
+            pn, pf = _fmt_point(*near), _fmt_point(*far)
+            answer, wrong = (pn, pf) if self.closer else (pf, pn)
             question = rng.choice(_POINT_NEAR if self.closer else _POINT_FAR).format(p=pa, q=pb)
+            under = [pts.object_at(*pts.pixel(*k)) for k in (a, b)]  # None without masks
+            labels = [g.objects[i].label for i in under if i is not None and i >= 0]
             out.append(QA(
                 generator=self.name, question=question, answer=answer,
-                options=_options(rng, ctx, answer, [wrong]), objects=[], skills=list(self.skills),
+                options=_options(rng, ctx, answer, [wrong]), objects=list(dict.fromkeys(labels)),
+                skills=list(self.skills),
                 metadata={
                     "points": [[a[0] / 100, a[1] / 100], [b[0] / 100, b[1] / 100]],
+                    "objects_at_points": under,
                     "depth_ranges": [[alo, ahi], [blo, bhi]], "depth_gap": gap,
                     "closer_point": [near[0] / 100, near[1] / 100],
                 },
@@ -348,7 +403,7 @@ class _ObjectDepth(Generator):
         if n <= 0 or not depths:
             return []
         gap = ctx.depth_gap
-        names = [_name(g, i) for i in range(len(g.objects))]
+        names = _points(g).names()
         valid = [i for i, d in enumerate(depths) if d is not None]
         pairs = [(i, j) for k, i in enumerate(valid) for j in valid[k + 1:]
                  if abs(depths[i] - depths[j]) >= gap and names[i] != names[j]]
@@ -410,7 +465,7 @@ class _AnchorDepth(Generator):
         if n <= 0 or not depths:
             return []
         gap = ctx.depth_gap
-        names = [_name(g, i) for i in range(len(g.objects))]
+        names = _points(g).names()
         valid = [i for i, d in enumerate(depths) if d is not None]
         if len(valid) < 3:
             return []
