@@ -45,11 +45,21 @@ class Frequencies:
     attributes: Counter = field(default_factory=Counter)
     relations: Counter = field(default_factory=Counter)
 
+    _sorted_attributes: list[str] | None = field(default=None, repr=False, compare=False)
+
     def add(self, graph: SceneGraph) -> None:
         for ob in graph.objects:
             self.objects[ob.label] += 1
             self.attributes.update(ob.attributes)
         self.relations.update(r.predicate for r in graph.relations)
+        self._sorted_attributes = None
+
+    @property
+    def sorted_attributes(self) -> list[str]:
+        """Every attribute seen, sorted (kept until the next `add`: generators ask often)."""
+        if self._sorted_attributes is None:
+            self._sorted_attributes = sorted(self.attributes)
+        return self._sorted_attributes
 
 
 @dataclass

@@ -64,14 +64,18 @@ def qa_record(qa: QA, graphs: list[SceneGraph], k: int, caption: str, objects: l
     """One seed record for one QA; `caption` and `objects` are computed once per image (group)."""
     ids = [g.image_id for g in graphs]
     rid = f"{'+'.join(ids)}-{qa.generator}-{k}"
-    item = Item(
+    # model_construct: every field is built right here from checked graphs, and
+    # validating ~40 records per image would cost more than generating their QAs.
+    item = Item.model_construct(
         id=f"{rid}#0", question=qa.question, answer=qa.answer, options=list(qa.options),
         objects=list(qa.objects), skills=list(qa.skills),
         format="multiple choice" if qa.options else "short answer",
+        steps=[], parent=None, verdict=None,
     )
-    return Record(
+    return Record.model_construct(
         id=rid, images=[g.image for g in graphs], caption=caption, objects=objects, items=[item],
-        source="provision", meta={"generator": qa.generator, "provision": qa.metadata, "image_ids": ids},
+        versions=[], source="provision",
+        meta={"generator": qa.generator, "provision": qa.metadata, "image_ids": ids},
     )
 
 

@@ -64,8 +64,9 @@ def attribute_category(attr: str) -> str | None:
     return _attribute_table().get(attr)
 
 
-def attributes_in_category(category: str) -> list[str]:
-    return sorted(w for w, c in _attribute_table().items() if c == category)
+@lru_cache(maxsize=None)
+def attributes_in_category(category: str) -> tuple[str, ...]:
+    return tuple(sorted(w for w, c in _attribute_table().items() if c == category))
 
 
 _IRREGULAR_PLURALS = {"men": "man", "women": "woman", "people": "person", "children": "child",

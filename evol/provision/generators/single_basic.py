@@ -154,6 +154,7 @@ def _related(a: str, b: str, index: dict[str, list[int]]) -> bool:
     return any(k in index.get(b, []) for k in index.get(a, []))
 
 
+@lru_cache(maxsize=1 << 16)
 def _near(a: str, b: str) -> bool:
     """Attributes that may both hold: same, near-synonyms, or sharing a word ("dark blue", "blue")."""
     return _related(a, b, _ATTR_INDEX) or any(w in b.split() for w in a.split())
@@ -613,7 +614,7 @@ def _attribute_pool(ctx: GenContext, category: str | None, exclude: Sequence[str
     With a category, words of that category; with None, words of no category or of a
     category outside `avoid_categories`.
     """
-    seen = sorted(ctx.freq.attributes)
+    seen = ctx.freq.sorted_attributes
     vocabulary: list[str] = []
     for c in (CATEGORIES if category is None else (category,)):
         vocabulary += attributes_in_category(c)
