@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from evol.backends.base import Message, Reply, ReplyParseError, Request, Sampling, Text
-from evol.operators.base import format_objects, image_parts, item_view, picture_note, short_ids
+from evol.operators.base import format_objects, image_parts, item_view, picture_note, reply_entries, short_ids
 from evol.prompts import load_prompt
 from evol.records import Item, Record, Verdict
 
@@ -85,15 +85,10 @@ class Judge:
         0-10. Raises `ReplyParseError` when the reply is not the expected JSON or holds
         no usable verdict at all.
         """
-        data = reply.data
-        if data is None:
-            cut = " (the answer was cut off at max_tokens)" if reply.finish_reason == "length" else ""
-            raise ReplyParseError(f"judge reply is not JSON{cut}: {reply.text[:120]!r}")
-        if not isinstance(data, dict) or not isinstance(data.get("verdicts"), list):
-            raise ReplyParseError(f"judge reply has no 'verdicts' list: {json.dumps(data)[:120]}")
+        entries = reply_entries(reply, "judge", "verdicts")
         child_of = {eid: child.id for eid, (_, child) in zip(short_ids("e", len(pairs)), pairs)}
         out: dict[str, Verdict] = {}
-        for entry in data["verdicts"]:
+        for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
                 continue
             child_id = child_of.get(entry["id"].strip().lower())

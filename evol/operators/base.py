@@ -174,7 +174,7 @@ class Operator:
         skipped and described in `problems`; so is a parent that got no child. Raises
         `ReplyParseError` when the reply holds no usable entry at all.
         """
-        entries = _entries(reply, self.name)
+        entries = reply_entries(reply, self.name)
         by_short = {sid: it for sid, it in zip(short_ids("q", len(items)), items)}
         by_real = {it.id: it for it in items}
         result, done, tried = ParseResult(), set(), set()
@@ -210,14 +210,15 @@ class Operator:
         return result
 
 
-def _entries(reply: Reply, who: str) -> list[Any]:
+def reply_entries(reply: Reply, who: str, key: str = "items") -> list[Any]:
+    """The list under `key` in a JSON reply, or a `ReplyParseError` saying what came instead."""
     data = reply.data
     if data is None:
         cut = " (the answer was cut off at max_tokens)" if reply.finish_reason == "length" else ""
         raise ReplyParseError(f"{who} reply is not JSON{cut}: {reply.text[:120]!r}")
-    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        raise ReplyParseError(f"{who} reply has no 'items' list: {json.dumps(data)[:120]}")
-    return data["items"]
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise ReplyParseError(f"{who} reply has no {key!r} list: {json.dumps(data)[:120]}")
+    return data[key]
 
 
 def _child(entry: dict[str, Any], parent: Item, round: int) -> Item:
