@@ -98,3 +98,17 @@ def test_demo_runs_the_whole_pipeline_offline(tmp_path):
     assert seeds and len(records) + sum(r["final"] for r in read_jsonl(out / "rejects.jsonl")) == len(seeds)
     assert json.loads((out / "llava.json").read_text())
     assert json.loads((out / "manifest.json").read_text())["counts"]["records_out"] == len(records)
+
+
+def test_every_generator_names_skills_from_the_shared_ability_list():
+    """Seeds and evolved items must speak of the same nine abilities (see prompts/evolve_common.md)."""
+    import evol.provision.generators  # noqa: F401
+    from evol.provision.base import GENERATORS
+
+    nine = {"grounding", "referencing", "calculating", "OCR", "existence", "relationship description",
+            "context understanding", "behaviour prediction", "knowledge integration"}
+    prompt = (REPO / "prompts" / "evolve_common.md").read_text()
+    assert all(f"- {a}:" in prompt for a in nine)
+    assert len(GENERATORS) == 38 and sum(g.multi for g in GENERATORS.values()) == 14
+    for name, gen in GENERATORS.items():
+        assert gen.skills and set(gen.skills) <= nine, (name, gen.skills)

@@ -183,7 +183,7 @@ def _select(key: tuple, rarity: int, fields: dict, right: int, objects: list[str
 @register
 class ImageHasObject(SelectImage):
     name = "image_has_object"
-    skills = ("object recognition", "multi-image comparison")
+    skills = ("existence", "context understanding")
     phrasings = (
         "Which image contains {obj}?",
         "In which of the {m} images can you find {obj}?",
@@ -206,7 +206,7 @@ class ImageHasObject(SelectImage):
 @register
 class ImageLacksObject(SelectImage):
     name = "image_lacks_object"
-    skills = ("object recognition", "multi-image comparison")
+    skills = ("existence", "context understanding")
     phrasings = (
         "Which image does not contain {obj}?",
         "In which of the {m} images is there no {label}?",
@@ -234,7 +234,7 @@ def _attributed_pairs(graphs: Sequence[SceneGraph]) -> tuple[list[tuple[str, str
 
 
 class _AttributedSelect(SelectImage):
-    skills = ("attribute recognition", "object recognition", "multi-image comparison")
+    skills = ("existence", "referencing", "context understanding")
     want_present = True
 
     def candidates(self, graphs, ctx):
@@ -280,7 +280,7 @@ class ImageLacksAttributedObject(_AttributedSelect):
 
 
 class _RelationSelect(SelectImage):
-    skills = ("relation understanding", "multi-image comparison")
+    skills = ("relationship description", "context understanding")
     want_present = True
 
     def candidates(self, graphs, ctx):
@@ -327,7 +327,7 @@ class ImageLacksRelation(_RelationSelect):
 class _ExtremeCount(SelectImage):
     """The image with the most (or fewest) X, when that image is the only one."""
 
-    skills = ("counting", "multi-image comparison")
+    skills = ("calculating", "context understanding")
     most = True
 
     def candidates(self, graphs, ctx):
@@ -384,7 +384,7 @@ class ImageLeastObject(_ExtremeCount):
 
 
 class _Total(MultiGenerator):
-    skills = ("counting", "multi-image aggregation")
+    skills = ("calculating", "context understanding")
 
     def finish(self, c, graphs, rng, ctx):
         total = c.extra["total"]
@@ -419,7 +419,7 @@ class TotalObjectCount(_Total):
 @register
 class TotalAttributedCount(_Total):
     name = "total_attributed_count"
-    skills = ("counting", "attribute recognition", "multi-image aggregation")
+    skills = ("calculating", "referencing", "context understanding")
     phrasings = (
         "How many {attr} {objs} are there in all {m} images together?",
         "Adding up every image, how many {attr} {objs} can be seen?",
@@ -457,7 +457,7 @@ class CommonObject(MultiGenerator):
     otherwise multiple choice whose other options are labels missing from some image."""
 
     name = "common_object"
-    skills = ("object recognition", "multi-image aggregation")
+    skills = ("existence", "context understanding")
     phrasings = (
         "Which object appears in every one of these images?",
         "What kind of object can be found in all {m} images?",
@@ -495,7 +495,7 @@ class CommonAttribute(MultiGenerator):
     such attribute of X; otherwise multiple choice against attributes not shared by all."""
 
     name = "common_attribute"
-    skills = ("attribute recognition", "multi-image aggregation")
+    skills = ("referencing", "context understanding")
     phrasings = (
         "Every image has {obj}. Which attribute does it have in all of them?",
         "What property do the {objs} share across all {m} images?",
@@ -568,7 +568,7 @@ class CompareAttributes(MultiGenerator):
     """The attributes of the one X in each image, listed image by image."""
 
     name = "compare_attributes"
-    skills = ("attribute recognition", "multi-image comparison")
+    skills = ("referencing", "context understanding")
     phrasings = (
         "What attributes does the {label} have in each image?",
         "Describe the {label} in every image: which attributes does it show?",
@@ -603,7 +603,7 @@ class CompareRelations(MultiGenerator):
     """How the one X relates to the one Y in each image, listed image by image."""
 
     name = "compare_relations"
-    skills = ("relation understanding", "multi-image comparison")
+    skills = ("relationship description", "context understanding")
     phrasings = (
         "How is the {subj} related to the {obj} in each image?",
         "In every image, what is the relation between the {subj} and the {obj}?",

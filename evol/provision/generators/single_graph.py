@@ -335,7 +335,7 @@ _OBJECT_Q = [
 @register
 class SGObjectQA(Generator):
     name = "sg_object_qa"
-    skills = ("object recognition", "relation understanding", "attribute recognition")
+    skills = ("referencing", "relationship description")
 
     def generate(self, graphs, rng, ctx, n):
         g = graphs[0]
@@ -381,7 +381,7 @@ _ACTIVITY_Q = [
 @register
 class SGAttributeQA(Generator):
     name = "sg_attribute_qa"
-    skills = ("attribute recognition", "relation understanding", "object recognition")
+    skills = ("referencing", "relationship description")
 
     def generate(self, graphs, rng, ctx, n):
         g = graphs[0]
@@ -430,7 +430,7 @@ _REL_Q = [
 @register
 class SGRelationQA(Generator):
     name = "sg_relation_qa"
-    skills = ("relation understanding", "object recognition", "attribute recognition")
+    skills = ("relationship description", "referencing")
 
     def generate(self, graphs, rng, ctx, n):
         g = graphs[0]

@@ -238,7 +238,7 @@ _DIFFERENT = [
 
 class _PointObject(Generator):
     same = True
-    skills = ("object localization", "spatial reasoning")
+    skills = ("grounding", "referencing")
 
     def generate(self, graphs, rng, ctx, n):
         g = graphs[0]
@@ -313,7 +313,7 @@ _POINT_FAR = [
 
 class _PointDepth(Generator):
     closer = True
-    skills = ("depth perception", "spatial reasoning")
+    skills = ("grounding", "relationship description")
 
     def generate(self, graphs, rng, ctx, n):
         g = graphs[0]
@@ -395,7 +395,7 @@ def _usable_depths(g: SceneGraph) -> list[int | None]:
 
 class _ObjectDepth(Generator):
     closer = True
-    skills = ("depth perception", "spatial reasoning")
+    skills = ("grounding", "relationship description")
 
     def generate(self, graphs, rng, ctx, n):
         g = graphs[0]
@@ -457,7 +457,7 @@ _ANCHOR_FAR = [
 
 class _AnchorDepth(Generator):
     closer = True
-    skills = ("depth perception", "spatial reasoning")
+    skills = ("grounding", "relationship description")
 
     def generate(self, graphs, rng, ctx, n):
         g = graphs[0]
