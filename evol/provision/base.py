@@ -82,6 +82,37 @@ def pick_rare(rng: random.Random, items: Sequence[T], count_of: Callable[[T], in
     return rng.choices(items, weights=weights, k=1)[0]
 
 
+class RarePool:
+    """Items drawn without replacement, favouring rare ones (weights as in `pick_rare`).
+
+    The weights are computed once, not again on every draw.
+    """
+
+    def __init__(self, items: Sequence, counts: Sequence[int]):
+        self.items = list(items)
+        self.weights = [weight_rare(c) for c in counts]
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def draw(self, rng: random.Random) -> int:
+        """Index of a drawn item (left in the pool)."""
+        return rng.choices(range(len(self.items)), weights=self.weights, k=1)[0]
+
+    def pop(self, k: int):
+        self.weights.pop(k)
+        return self.items.pop(k)
+
+    def take(self, rng: random.Random):
+        return self.pop(self.draw(rng))
+
+
+def draw_rare(rng: random.Random, items: Sequence[T], count_of: Callable[[T], int], n: int) -> list[T]:
+    """Up to n of `items` without replacement, each draw favouring rare ones."""
+    pool = RarePool(items, [count_of(x) for x in items])
+    return [pool.take(rng) for _ in range(min(n, len(pool.items)))]
+
+
 def number(n: int, ctx: GenContext) -> str:
     return NUMBER_WORDS[n] if ctx.number_words and 0 <= n < len(NUMBER_WORDS) else str(n)
 

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from evol.provision.base import (QA, GenContext, Generator, as_multiple_choice, number, pick_rare,
+from evol.provision.base import (QA, GenContext, Generator, RarePool, as_multiple_choice, number,
                                  register)
 from evol.provision.graph import SceneGraph
 from evol.provision.vocab import attribute_category, attributes_in_category, is_countable, plural
@@ -113,12 +113,9 @@ class Candidate:
 def draw(rng: random.Random, candidates: Sequence[Candidate], n: int) -> Iterator[Candidate]:
     """Candidates without replacement, rare ones first more often; at most len(candidates)."""
     pool = sorted(candidates, key=lambda c: c.key)
-    taken = 0
-    while pool and taken < n:
-        c = pick_rare(rng, pool, lambda x: x.rarity)
-        pool.remove(c)
-        taken += 1
-        yield c
+    pool = RarePool(pool, [c.rarity for c in pool])
+    for _ in range(min(n, len(pool.items))):
+        yield pool.take(rng)  # lazily: callers draw phrasings from the same rng in between
 
 
 def _count_options(rng: random.Random, total: int, ctx: GenContext) -> list[str] | None:

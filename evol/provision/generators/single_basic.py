@@ -25,8 +25,8 @@ import random
 from functools import lru_cache
 from typing import Callable, Sequence, TypeVar
 
-from evol.provision.base import (QA, GenContext, Generator, as_multiple_choice, fmt_box, number,
-                                 pick_rare, register)
+from evol.provision.base import (QA, GenContext, Generator, as_multiple_choice, draw_rare, fmt_box,
+                                 number, pick_rare, register)
 from evol.provision.graph import SceneGraph
 from evol.provision import vocab
 from evol.provision.vocab import CATEGORIES, attribute_category, attributes_in_category, is_countable, plural
@@ -249,16 +249,6 @@ def _referable(graph: SceneGraph) -> list[bool]:
 
 # -- sampling and output ----------------------------------------------------------------
 
-def _draw(rng: random.Random, items: Sequence[T], count_of: Callable[[T], int], n: int) -> list[T]:
-    """Up to n of `items` without replacement, each draw favouring rare ones."""
-    pool = list(items)
-    out: list[T] = []
-    while pool and len(out) < n:
-        k = pick_rare(rng, list(range(len(pool))), lambda j: count_of(pool[j]))
-        out.append(pool.pop(k))
-    return out
-
-
 def _mc_or_none(rng: random.Random, ctx: GenContext, answer: str, distractors: Sequence[str],
                 k: int) -> list[str] | None:
     """Options when this QA is drawn as multiple choice and enough distractors exist."""
@@ -318,7 +308,7 @@ class CountObjects(_Base):
         ranges = count_ranges(g)
         labels = [lab for lab, (lo, hi) in ranges.items() if lo == hi and hi > 0]
         out = []
-        for label in _draw(rng, labels, lambda lab: ctx.freq.objects[lab], n):
+        for label in draw_rare(rng, labels, lambda lab: ctx.freq.objects[lab], n):
             k = ranges[label][1]
             question = rng.choice(self.templates).format(things=plural(label))
             answer = number(k, ctx)
@@ -352,7 +342,7 @@ class _Frequency(_Base):
             beats = {a: [b for b in labels if b != a and ranges[b][0] > ranges[a][1]] for a in labels}
         answers = [a for a in labels if beats[a]]
         out = []
-        for label in _draw(rng, answers, lambda lab: ctx.freq.objects[lab], n):
+        for label in draw_rare(rng, answers, lambda lab: ctx.freq.objects[lab], n):
             cands, options = _pick_candidates(rng, ctx, label, beats[label], ctx.n_choices)
             if options:
                 question = rng.choice(self.mc_templates)
@@ -433,7 +423,7 @@ class _Extreme(_Base):
                 beyond[a] = rest
         label_freq = lambda i: ctx.freq.objects[g.objects[i].label]  # noqa: E731
         out = []
-        for a in _draw(rng, list(beyond), label_freq, n):
+        for a in draw_rare(rng, list(beyond), label_freq, n):
             rest = beyond[a]
             apart = lambda x, y: iv[x][1] <= iv[y][0] or iv[y][1] <= iv[x][0]  # noqa: E731
             firsts = [b for b in rest if any(apart(b, c) for c in rest if c != b)]
@@ -591,7 +581,7 @@ class CountAttributedObjects(_Base):
                         continue
                     cands.append((label, a, sum(has)))
         out = []
-        for label, attr, k in _draw(rng, cands, lambda c: ctx.freq.attributes[c[1]], n):
+        for label, attr, k in draw_rare(rng, cands, lambda c: ctx.freq.attributes[c[1]], n):
             question = rng.choice(self.templates).format(attr=attr, things=plural(label))
             answer = number(k, ctx)
             others = [number(v, ctx) for v in _count_values(k, ctx.n_choices) if v != k]
@@ -655,7 +645,7 @@ class ObjectAttributes(_Base):
         objs = [i for i in range(len(g.objects)) if ok[i] and _attrs(g, i)]
         rarest = lambda i: min(ctx.freq.attributes[a] for a in _attrs(g, i))  # noqa: E731
         out = []
-        for i in _draw(rng, objs, rarest, n):
+        for i in draw_rare(rng, objs, rarest, n):
             attrs = _attrs(g, i)
             label, box = g.objects[i].label, fmt_box(g.norm_box(i))
             answer = ", ".join(sorted(attrs))
@@ -732,7 +722,7 @@ class ObjectAttributeCategory(_Base):
                 if len(in_cat) == 1 and in_cat[0] not in _VAGUE_ATTRIBUTES:
                     cands.append((i, cat, in_cat[0]))
         out = []
-        for i, cat, attr in _draw(rng, cands, lambda c: ctx.freq.attributes[c[2]], n):
+        for i, cat, attr in draw_rare(rng, cands, lambda c: ctx.freq.attributes[c[2]], n):
             label, box = g.objects[i].label, fmt_box(g.norm_box(i))
             pool = _attribute_pool(ctx, cat, _attrs(g, i), ctx.n_choices - 1)
             options = _mc_or_none(rng, ctx, attr, pool, ctx.n_choices)
@@ -798,7 +788,7 @@ class RelationBetweenLabels(_Base):
         rels = _relations(g)
         cands = [(s, p, o) for s, p, o in rels if g.unique_label(s) and g.unique_label(o)]
         out = []
-        for s, p, o in _draw(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
+        for s, p, o in draw_rare(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
             x, y = g.objects[s].label, g.objects[o].label
             true = _between(rels, s, o)
             options = _mc_or_none(rng, ctx, p, _predicate_pool(ctx, true), ctx.n_choices)
@@ -831,7 +821,7 @@ class RelationBetweenBoxes(_Base):
         rels = _relations(g)
         cands = [(s, p, o) for s, p, o in rels if ok[s] and ok[o]]
         out = []
-        for s, p, o in _draw(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
+        for s, p, o in draw_rare(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
             x, y = g.objects[s].label, g.objects[o].label
             bx, by = fmt_box(g.norm_box(s)), fmt_box(g.norm_box(o))
             options = _mc_or_none(rng, ctx, p, _predicate_pool(ctx, _between(rels, s, o)), ctx.n_choices)
@@ -882,7 +872,7 @@ class RelationSubject(_Base):
             if wrong:
                 cands.append((x, p, o, wrong))
         out = []
-        for x, p, o, wrong in _draw(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
+        for x, p, o, wrong in draw_rare(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
             y = g.objects[o].label
             shown, options = _pick_candidates(rng, ctx, x, wrong, ctx.n_choices)
             if options:

@@ -17,10 +17,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
-from evol.provision.base import QA, GenContext, Generator, as_multiple_choice, register
+from evol.provision.base import QA, GenContext, Generator, RarePool, as_multiple_choice, register
 from evol.provision.caption import object_clause, subject_clause
 from evol.provision.graph import SceneGraph
-from evol.provision.generators.single_spatial import RarePool
 from evol.provision.vocab import attribute_category, attributes_in_category
 
 MAX_NODE_ATTRS = 4  # attributes of a node considered for its reference

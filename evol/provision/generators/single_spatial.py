@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from evol.provision.base import QA, GenContext, Generator, as_multiple_choice, fmt_box, register, weight_rare
+from evol.provision.base import QA, GenContext, Generator, RarePool, as_multiple_choice, fmt_box, register
 from evol.provision.graph import SceneGraph
 
 _TRIES = 24  # draws per point before an object is given up for this question
@@ -40,31 +40,6 @@ def _name(graph: SceneGraph, i: int) -> str:
     """How an object is named in text: its label when unique, else label and box."""
     label = graph.objects[i].label
     return label if graph.unique_label(i) else f"{label} at {fmt_box(graph.norm_box(i))}"
-
-
-class RarePool:
-    """Items drawn without replacement, favouring rare ones (weights as in `pick_rare`).
-
-    The weights are computed once, not again on every draw.
-    """
-
-    def __init__(self, items: Sequence, counts: Sequence[int]):
-        self.items = list(items)
-        self.weights = [weight_rare(c) for c in counts]
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-    def draw(self, rng: random.Random) -> int:
-        """Index of a drawn item (left in the pool)."""
-        return rng.choices(range(len(self.items)), weights=self.weights, k=1)[0]
-
-    def pop(self, k: int):
-        self.weights.pop(k)
-        return self.items.pop(k)
-
-    def take(self, rng: random.Random):
-        return self.pop(self.draw(rng))
 
 
 def _label_counts(graph: SceneGraph, ctx: GenContext) -> list[int]:
