@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from evol import aio
 from evol.config import ConfigError, EvolveConfig, build_config
 from evol.rundir import RunDir, finalize, prepare_resume
 
@@ -96,7 +97,7 @@ def evolve(
     _setup_logging(run, verbose)
     _check_same_run(run, cfg)
     try:
-        asyncio.run(_evolve(cfg, run, images))
+        aio.run(_evolve(cfg, run, images))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: rerun the same command to resume; finished calls are cached.")
         raise typer.Exit(130)

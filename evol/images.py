@@ -17,6 +17,7 @@ import base64
 import hashlib
 import io
 import os
+import stat
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -86,13 +87,19 @@ class ImageStore:
         self.max_side = max_side
         self._encoded = _LRU(cache_items, cache_bytes)
         self._hashes = _LRU(4096)
+        self._resolved: dict[str, Path] = {}  # ref -> real path; names only, refusals never stored
 
     # -- where ----------------------------------------------------------------------
     def resolve(self, ref: str) -> Path:
         """The real path of a local reference; refuses anything outside the root.
 
         Only names are looked at (``realpath`` follows symlinks without opening files).
+        A record's images are resolved several times per round (check, cache key, data
+        URL), so accepted references are remembered.
         """
+        hit = self._resolved.get(ref) if isinstance(ref, str) else None
+        if hit is not None:
+            return hit
         if not isinstance(ref, str) or not ref.strip():
             raise ImageError(f"empty image reference: {ref!r}")
         if is_url(ref):
@@ -107,7 +114,11 @@ class ImageStore:
         real = os.path.realpath(candidate)
         if real != self._real_root and not real.startswith(self._real_root.rstrip(os.sep) + os.sep):
             raise ImageError(f"image path is outside the image root: {ref}")
-        return Path(real)
+        path = Path(real)
+        if len(self._resolved) >= 65_536:
+            self._resolved.clear()
+        self._resolved[ref] = path
+        return path
 
     def _stat(self, ref: str) -> tuple[Path, os.stat_result]:
         path = self.resolve(ref)
@@ -115,7 +126,7 @@ class ImageStore:
             st = path.stat()
         except OSError:
             raise ImageError(f"image not found: {ref}") from None
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             raise ImageError(f"image not found (not a file): {ref}")
         return path, st
 

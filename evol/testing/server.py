@@ -271,6 +271,7 @@ async def _wait(state: _State, seconds: float) -> None:
 
 
 async def _chat(request: web.Request) -> web.Response:
+    arrived = time.monotonic()
     state: _State = request.app[_STATE]
     cfg = state.cfg
     state.bump("requests")
@@ -290,23 +291,24 @@ async def _chat(request: web.Request) -> web.Response:
     if fault == "429":  # comes back at once, like a rate limiter would
         state.bump("429")
         return _error(429, "rate limited", "rate_limit_error", {"Retry-After": "0"})
-    if fault == "timeout":
-        state.bump("timeouts")
-        await _wait(state, cfg.hang_seconds)
-    else:
-        await _wait(state, state.delay())
-    if fault == "500":
-        state.bump("500")
-        return _error(500, "internal error", "server_error")
+    # The answer is made first and the sleep covers only what is left of the latency, so
+    # a configured latency L is the server's whole answer time, not L plus its own work.
+    delay = cfg.hang_seconds if fault == "timeout" else state.delay()
+    content = ""
     if fault == "garbled":
-        state.bump("garbled", "200")
         content = state.rng.choice([
             '{"items": [{"question": "unterminated',
             "I could not produce the requested structure for this image, sorry.",
         ])
-    else:
-        state.bump("ok", "200")
+    elif fault != "500":
         content = make_content(body, cfg.improved_rate)
+    if fault == "timeout":
+        state.bump("timeouts")
+    await _wait(state, delay - (time.monotonic() - arrived))
+    if fault == "500":
+        state.bump("500")
+        return _error(500, "internal error", "server_error")
+    state.bump("garbled" if fault == "garbled" else "ok", "200")
 
     text, images = _message_text(body.get("messages"))
     fmt = body.get("response_format") or {}

@@ -1,0 +1,42 @@
+"""How `evol` runs its event loop: uvloop when installed, and a calmer garbage collector.
+
+A run keeps a few hundred requests in flight, each a handful of short-lived dicts and
+coroutines; with CPython's default gen-0 threshold (700) the collector runs every few
+requests and walks everything the process imported. Freezing the startup heap and raising
+the threshold keeps those pauses out of the request path. Both are measured in
+`bench/throughput.py`; neither changes what a run computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any, Coroutine, TypeVar
+
+T = TypeVar("T")
+
+
+def loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on uvloop when it is installed, with the collector tuned for many small objects."""
+    old = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(coro)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
