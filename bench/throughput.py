@@ -25,6 +25,7 @@ from PIL import Image
 
 import evol.backends.openai  # noqa: F401  (imported up front: module loading is not throughput)
 from evol import aio
+from evol.backends import settle_backend
 from evol.cli import _evolve
 from evol.config import EvolveConfig
 from evol.images import ImageStore
@@ -79,7 +80,7 @@ def main() -> None:
             run = RunDir(Path(cfg.out))
             run.create()
             cpu0, t0 = time.process_time(), time.perf_counter()
-            aio.run(_evolve(cfg, run, ImageStore(tmp_path, cfg.max_side)))
+            aio.run(_evolve(cfg, run, ImageStore(tmp_path, cfg.max_side), settle_backend("openai", cfg.model, url)))
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             stats = json.load(urllib.request.urlopen(url.rsplit("/v1", 1)[0] + "/stats"))
     finally:

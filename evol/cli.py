@@ -47,8 +47,10 @@ def evolve(
     out: Optional[str] = typer.Option(None, "--out", help="Run folder (created; rerun to resume)."),
     config: Optional[str] = typer.Option(None, "--config", help="YAML file whose keys match these flags."),
     rounds: Optional[int] = typer.Option(None, help="Evolution rounds [3]."),
-    backend: Optional[str] = typer.Option(None, help="Model backend [openai]."),
-    model: Optional[str] = typer.Option(None, help="Model name the server knows."),
+    backend: Optional[str] = typer.Option(None, help="openai (a server), hf (transformers) or vllm (offline) [openai with --base-url/--model, else the embedded hf default]."),
+    model: Optional[str] = typer.Option(None, help="Model name the server knows; hf/vllm: a local model folder or .gguf file."),
+    device: Optional[str] = typer.Option(None, help="hf backend: auto, cpu or cuda [auto]."),
+    batch_size: Optional[int] = typer.Option(None, help="hf backend: requests decoded together at most [8]."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1."),
     api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the API key [OPENAI_API_KEY]."),
     judge_model: Optional[str] = typer.Option(None, help="Judge with another model on the same server."),
@@ -83,6 +85,7 @@ def evolve(
         _fail(str(exc))
     if not Path(cfg.input).exists():
         _fail(f"input file not found: {cfg.input}")
+    choice = _settle_backend(cfg)
     from evol.images import ImageStore
 
     images = ImageStore(Path(cfg.image_root) if cfg.image_root else None, cfg.max_side)
@@ -90,14 +93,12 @@ def evolve(
         _setup_logging(None, verbose)
         _dry_run(cfg, images)
         return
-    if not cfg.model:
-        _fail("no --model given (the model name your server serves)")
     run = RunDir(Path(cfg.out))
     run.create()
     _setup_logging(run, verbose)
     _check_same_run(run, cfg)
     try:
-        aio.run(_evolve(cfg, run, images))
+        aio.run(_evolve(cfg, run, images, choice))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: rerun the same command to resume; finished calls are cached.")
         raise typer.Exit(130)
@@ -108,36 +109,70 @@ def _check_same_run(run: RunDir, cfg: EvolveConfig) -> None:
     old = run.read_manifest().get("config")
     if not old:
         return
-    keys = ("input", "rounds", "model", "judge_model", "seed", "mix", "min_score", "temperature", "top_p", "send_images", "judge_image")
+    keys = ("input", "rounds", "backend", "model", "judge_model", "seed", "mix", "min_score", "temperature", "top_p", "send_images", "judge_image")
     changed = [k for k in keys if k in old and old[k] != cfg.public().get(k)]
     if changed:
         _fail(f"{run.root} holds a run made with other settings ({', '.join(changed)}); use another --out")
 
 
-def _build_backends(cfg: EvolveConfig, run: RunDir, images):
+def _settle_backend(cfg: EvolveConfig):
+    """Settle backend and model from the flags (nothing loaded yet); say what was decided.
+
+    Text-only local models get --no-images (operators then put each record's caption and
+    boxes into the text), and a text-only judge gets --judge-no-image.
+    """
+    from evol.backends import BackendChoiceError, settle_backend
+
+    try:
+        choice = settle_backend(cfg.backend, cfg.model, cfg.base_url)
+        judge = settle_backend(choice.kind, cfg.judge_model, None) if cfg.judge_model and choice.kind != "openai" else None
+    except BackendChoiceError as exc:
+        _fail(str(exc))
+    cfg.backend, cfg.model = choice.kind, choice.model
+    for note in choice.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if choice.text_only and cfg.send_images:
+        cfg.send_images = False
+        console.print(f"[yellow]note:[/yellow] {choice.model} is a text-only model: images are not sent "
+                      "(--no-images); the prompts carry each record's caption and boxes instead")
+    if judge is not None and judge.text_only and cfg.judge_image and cfg.send_images:
+        cfg.judge_image = False
+        console.print(f"[yellow]note:[/yellow] judge {judge.model} is a text-only model: --judge-no-image")
+    return choice
+
+
+def _build_backends(cfg: EvolveConfig, run: RunDir, images, choice):
+    from evol.backends import build_backend, settle_backend
+    from evol.backends.base import BackendError
     from evol.backends.limits import Limiter
     from evol.cache import Cache, CachedBackend
 
-    if cfg.backend != "openai":
-        _fail(f"unknown backend {cfg.backend!r} (available: openai)")
-    from evol.backends.openai import OpenAIBackend
-
     limiter = Limiter(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm)
     cache = Cache(run.cache)
+    remote = dict(base_url=cfg.base_url, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
+                  max_attempts=cfg.max_attempts, image_detail=cfg.image_detail)
 
-    def make(model: str):
-        inner = OpenAIBackend(
-            model, cfg.base_url, api_key_env=cfg.api_key_env, images=images, limiter=limiter,
-            timeout=cfg.timeout, max_attempts=cfg.max_attempts, image_detail=cfg.image_detail,
-        )
+    def make(which):
+        if which.kind != "openai":
+            console.print(f"loading {which.model} ({which.kind} backend) ...")
+        try:
+            inner = build_backend(which, images=images, limiter=limiter, device=cfg.device,
+                                  batch_size=cfg.batch_size, max_new_tokens=cfg.max_tokens,
+                                  **(remote if which.kind == "openai" else {}))
+        except BackendError as exc:
+            cache.close()
+            _fail(str(exc))
         return inner, CachedBackend(inner, cache, images)
 
-    inner, backend = make(cfg.model)
-    judge_inner, judge_backend = (inner, backend) if not cfg.judge_model or cfg.judge_model == cfg.model else make(cfg.judge_model)
+    inner, backend = make(choice)
+    if not cfg.judge_model or cfg.judge_model == cfg.model:
+        judge_inner, judge_backend = inner, backend
+    else:
+        judge_inner, judge_backend = make(settle_backend(choice.kind, cfg.judge_model, cfg.base_url if choice.kind == "openai" else None))
     return cache, [inner, judge_inner], backend, judge_backend
 
 
-async def _evolve(cfg: EvolveConfig, run: RunDir, images) -> None:
+async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice) -> None:
     from evol.io import count_records
     from evol.progress import show_progress
     from evol.prompts import prompt_versions
@@ -145,7 +180,7 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images) -> None:
 
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic()
     done = prepare_resume(run)
-    cache, inners, backend, judge_backend = _build_backends(cfg, run, images)
+    cache, inners, backend, judge_backend = _build_backends(cfg, run, images, choice)
     runner = Runner(cfg, run, backend, images, judge_backend=judge_backend, done_keys=done)
     total = count_records(cfg.input)
     if total is not None and cfg.limit is not None:
@@ -215,53 +250,142 @@ def filter_run(
     console.print(f"filtered: {result['counts']['llava_entries']} items kept with score >= {min_score:g} in {run.llava}")
 
 
+@app.command("analyze")
+def analyze_cmd(
+    inputs: list[str] = typer.Argument(..., help="Run folders or record files (seed JSONL, LLaVA JSON/JSONL, MMEvol)."),
+    out: str = typer.Option(..., "--out", help="Folder for the tables (created)."),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="A name per input, in order (repeat the flag)."),
+    parser: str = typer.Option("spacy", help="Verb-noun parser: spacy, benepar (needs its model) or none."),
+    processes: int = typer.Option(1, min=1, help="Parser worker processes."),
+    kept_only: bool = typer.Option(False, "--kept-only", help="Count only the evolved items the judge kept."),
+    examples: int = typer.Option(6, min=0, help="Example records per input shown in the report."),
+) -> None:
+    """Diversity and quality metrics per input and per round: CSV and JSON tables for `evol report`."""
+    from evol.analysis.commands import AnalysisError, analyze_command
+
+    try:
+        lines = analyze_command(inputs, out, label, parser=parser, processes=processes, kept_only=kept_only,
+                                examples=examples)
+    except (AnalysisError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_cmd(
+    analysis_dir: str = typer.Argument(..., help="A folder written by `evol analyze`."),
+    out: Optional[str] = typer.Option(None, "--out", help="HTML file to write [DIR/report.html]."),
+) -> None:
+    """One self-contained HTML page (charts embedded, works offline) from an analysis folder."""
+    from evol.analysis.commands import report_command
+
+    try:
+        path = report_command(analysis_dir, out)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    console.print(f"report: {path}", highlight=False)
+
+
 @app.command()
 def demo(
     out: str = typer.Option("runs/demo", "--out", help="Run folder for the demo."),
-    rounds: int = typer.Option(2, help="Evolution rounds."),
+    rounds: int = typer.Option(1, min=1, help="Evolution rounds."),
+    records: int = typer.Option(8, min=1, help="Seed records to evolve (spread over the sample photos)."),
+    backend: str = typer.Option("hf", help="hf: the embedded model (or --model), offline; openai: the built-in test server."),
+    model: Optional[str] = typer.Option(None, help="hf: a local model folder or .gguf file instead of the embedded one."),
+    device: str = typer.Option("auto", help="hf: auto, cpu or cuda."),
+    max_tokens: int = typer.Option(448, help="Answer length limit per call."),
 ) -> None:
-    """Seeds from the shipped scene graphs, then evolution against the local test server.
+    """The whole product on this machine, offline: seeds, evolution, elimination, analysis, report.
 
-    The test server answers every request in the requested JSON shape with placeholder
-    text: it shows the whole pipeline (seeding, operators, rule checks, judge, outputs,
-    resume) working offline, not what a real model writes.
+    Seeds come from the shipped scene graphs. By default they are evolved by the embedded
+    SmolLM2-135M-Instruct (text-only, for trying evol out, not for real data: its rewrites
+    are weak and the judge is lenient or harsh at random). `--backend openai` evolves them
+    against the built-in test server instead, which answers in the right JSON shape with
+    placeholder text.
     """
-    from evol.testing.server import ServerConfig, start_in_thread
-
+    if backend not in ("hf", "openai"):
+        _fail("the demo runs with --backend hf (a local model) or --backend openai (the built-in test server)")
+    t0 = time.monotonic()
     seeds = Path(__file__).resolve().parent.parent / "seeds"
     graphs = seeds / "scene_graphs"
     if not graphs.exists():
         _fail(f"sample data not found at {graphs}: run from a source checkout (pip install -e .)")
     Path(out).mkdir(parents=True, exist_ok=True)
-    seed_file = str(Path(out) / "seeds.jsonl")
-    console.print(f"demo 1/2: programmatic seeds from the scene graphs in {graphs}")
+    all_seeds, seed_file = Path(out) / "seeds_all.jsonl", Path(out) / "seeds.jsonl"
+    console.print(f"demo 1/3: programmatic seeds from the scene graphs in {graphs}")
     seed_provision(
-        out=seed_file, annotations=str(graphs), masks=str(graphs / "masks"), depth=None, vg=None, vg_ids=None,
+        out=str(all_seeds), annotations=str(graphs), masks=str(graphs / "masks"), depth=None, vg=None, vg_ids=None,
         image_root=str(seeds), per_generator=1, mc_ratio=0.5, choices=4, seed=0, images="2", generators=None,
         single=True, number_words=False, depth_gap=20,
     )
-    server = start_in_thread(ServerConfig(latency=0.05, spread=0.3))
-    console.print(
-        f"demo 2/2: evolving them for {rounds} rounds against the local test server at {server.url}\n"
-        "      (it answers in the right JSON shape with placeholder text; point --base-url at a real model for real data)"
-    )
+    picked = _spread_lines(all_seeds, seed_file, records)
+    console.print(f"      {picked} of them, spread over the photos, in {seed_file}")
+    server = None
+    if backend == "openai":
+        from evol.testing.server import ServerConfig, start_in_thread
+
+        server = start_in_thread(ServerConfig(latency=0.05, spread=0.3))
+        console.print(f"demo 2/3: evolving them for {rounds} round(s) against the local test server at {server.url}\n"
+                      "      (placeholder text in the right JSON shape; point --base-url at a real model for real data)")
+    else:
+        console.print(f"demo 2/3: evolving them for {rounds} round(s) with a local model, offline")
     try:
         evolve(
-            input=seed_file, out=out, config=None, rounds=rounds, backend="openai", model="evol-test-server",
-            base_url=server.url, api_key_env="EVOL_DEMO_NO_KEY", judge_model=None, image_root=str(seeds),
-            max_side=None, image_detail=None, send_images=None, judge_image=None, concurrency=16, rpm=None, tpm=None,
-            timeout=30.0, max_attempts=None, seed=None, mix=None, temperature=None, top_p=None, max_tokens=None,
-            judge_temperature=None, min_score=None, include_seeds=None, input_format=None, limit=None,
-            dry_run=False, verbose=False,
+            input=str(seed_file), out=out, config=None, rounds=rounds, backend=backend,
+            model=model if server is None else "evol-test-server", device=device if server is None else None,
+            batch_size=None, base_url=server.url if server else None, api_key_env="EVOL_DEMO_NO_KEY", judge_model=None,
+            image_root=str(seeds), max_side=None, image_detail=None, send_images=None, judge_image=None, concurrency=16,
+            rpm=None, tpm=None, timeout=30.0, max_attempts=None, seed=None, mix=None, temperature=None, top_p=None,
+            max_tokens=max_tokens, judge_temperature=None, min_score=None, include_seeds=None, input_format=None,
+            limit=None, dry_run=False, verbose=False,
         )
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
     run = RunDir(Path(out))
-    for f in (Path(seed_file), run.llava, run.records, run.rejects, run.manifest):
-        console.print(f"  {f}")
+    analysis = Path(out) / "analysis"
+    console.print(f"demo 3/3: analysis and report in {analysis}")
+    report = _demo_analysis(out, analysis)
+    console.print(f"demo finished in {time.monotonic() - t0:.0f} s; everything is in {out}:")
+    for f in (seed_file, run.records, run.llava, run.rejects, run.manifest, run.cache, report):
+        if f is not None:
+            console.print(f"  {f}")
 
 
-seed_app = typer.Typer(no_args_is_help=True, help="Make seed records: from scene graphs (no LLM).")
+def _spread_lines(src: Path, dst: Path, n: int) -> int:
+    """Copy n lines of src, evenly spaced, to dst (two passes, nothing held but the count)."""
+    with open(src, encoding="utf-8") as f:
+        total = sum(1 for line in f if line.strip())
+    step = max(1.0, total / n)
+    wanted = {int(k * step) for k in range(min(n, total))}
+    with open(src, encoding="utf-8") as f, open(dst, "w", encoding="utf-8") as g:
+        lines = (line for line in f if line.strip())
+        for k, line in enumerate(lines):
+            if k in wanted:
+                g.write(line)
+    return len(wanted)
+
+
+def _demo_analysis(out: str, analysis: Path) -> Path | None:
+    """Analysis and HTML report, if `evol.analysis` is there and works; the demo goes on if not."""
+    try:
+        from evol.analysis import analyze
+        from evol.analysis.report import write_report
+    except ImportError as exc:
+        console.print(f"[yellow]analysis skipped[/yellow]: evol.analysis is not available ({exc})")
+        return None
+    try:
+        analyze([out], out=str(analysis))
+        return Path(write_report(str(analysis)))
+    except Exception as exc:  # the run itself is done and written; say why the report is missing
+        log.exception("analysis failed")
+        console.print(f"[yellow]analysis skipped[/yellow]: {type(exc).__name__}: {exc}")
+        return None
+
+
+seed_app = typer.Typer(no_args_is_help=True, help="Make seed records: from scene graphs (no LLM) or written by an LLM from annotations.")
 app.add_typer(seed_app, name="seed")
 
 
@@ -333,6 +457,197 @@ def seed_provision(
     if short:
         console.print("generators that found less to ask than requested: " + ", ".join(
             f"{k} {report.produced[k]}/{report.asked[k]}" for k in short))
+
+
+def _llm_options(model: Optional[str], base_url: Optional[str], api_key_env: str, concurrency: int,
+                 rpm: Optional[float], tpm: Optional[float], timeout: float, max_attempts: int, temperature: float,
+                 max_tokens: int, seed: int, *, backend: Optional[str] = None, device: str = "auto",
+                 batch_size: int = 8):
+    """Seed commands reach their model the way `evolve` does: --backend, or the embedded default."""
+    from evol.backends import BackendChoiceError, settle_backend
+    from evol.seeding.llm import LLMOptions
+
+    try:
+        choice = settle_backend(backend, model, base_url)
+    except BackendChoiceError as exc:
+        _fail(str(exc))
+    for note in choice.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    return LLMOptions(model=choice.model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, rpm=rpm,
+                      tpm=tpm, timeout=timeout, max_attempts=max_attempts, temperature=temperature,
+                      max_tokens=max_tokens, seed=seed, backend=choice.kind, model_path=choice.path,
+                      device=device, batch_size=batch_size)
+
+
+def _seed_summary(manifest: dict, out: str) -> None:
+    c = manifest["counts"]
+    console.print(f"wrote {c.get('records_out', 0)} seed records from {c.get('records_read', 0)} inputs to {out}; "
+                  f"{c.get('rejects', 0)} rejects ({manifest.get('model_calls', 0)} model calls, "
+                  f"{manifest.get('cached_calls', 0)} from cache)")
+    for reason, n in sorted(manifest.get("rejects_by_reason", {}).items(), key=lambda kv: -kv[1])[:8]:
+        console.print(f"  rejected: {n} x {reason}")
+
+
+_LLM_FLAGS = dict(
+    backend=typer.Option(None, help="openai, vllm or hf [openai with --base-url/--model, else the embedded default]."),
+    model=typer.Option(None, help="Model name the server knows, or a local model path for --backend hf/vllm."),
+    device=typer.Option("auto", help="Local backends: auto, cpu or cuda."),
+    batch_size=typer.Option(8, min=1, help="Local backends: requests decoded together at most."),
+    base_url=typer.Option(None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1."),
+    api_key_env=typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key."),
+    concurrency=typer.Option(16, min=1, help="Requests in flight at most."),
+    rpm=typer.Option(None, help="Requests per minute at most."),
+    tpm=typer.Option(None, help="Tokens per minute at most."),
+    timeout=typer.Option(120.0, help="Seconds per request before it is retried."),
+    max_attempts=typer.Option(6, min=1, help="Tries per request."),
+    temperature=typer.Option(0.7, help="Sampling temperature."),
+    max_tokens=typer.Option(2048, help="Answer length limit."),
+    seed=typer.Option(0, help="Seed for every random choice and for sampling."),
+)
+
+
+@seed_app.command("svit")
+def seed_svit(
+    input: Optional[str] = typer.Argument(None, help="Records with captions and boxes (evol JSONL, MMEvol, LLaVA)."),
+    out: str = typer.Option(..., "--out", help="Seed records (JSONL) the evolver reads."),
+    tasks: str = typer.Option("conversation,reasoning,description,referring", help="Comma-separated SVIT tasks."),
+    annotations: Optional[str] = typer.Option(None, help="Scene graphs from ProVision stage files instead of records."),
+    vg: Optional[str] = typer.Option(None, help="Scene graphs from a Visual Genome folder instead of records."),
+    vg_ids: Optional[str] = typer.Option(None, help="Visual Genome image ids, comma separated."),
+    image_root: Optional[str] = typer.Option(None, help="Scene-graph image paths are written relative to this."),
+    input_format: str = typer.Option("auto", help="auto, llava, mmevol or evol."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N inputs."),
+    cache: Optional[str] = typer.Option(None, help="Request cache [<out>.cache.sqlite]; a rerun repeats no call."),
+    backend: Optional[str] = _LLM_FLAGS["backend"], device: str = _LLM_FLAGS["device"],
+    batch_size: int = _LLM_FLAGS["batch_size"],
+    model: Optional[str] = _LLM_FLAGS["model"], base_url: Optional[str] = _LLM_FLAGS["base_url"],
+    api_key_env: str = _LLM_FLAGS["api_key_env"], concurrency: int = _LLM_FLAGS["concurrency"],
+    rpm: Optional[float] = _LLM_FLAGS["rpm"], tpm: Optional[float] = _LLM_FLAGS["tpm"],
+    timeout: float = _LLM_FLAGS["timeout"], max_attempts: int = _LLM_FLAGS["max_attempts"],
+    temperature: float = _LLM_FLAGS["temperature"], max_tokens: int = _LLM_FLAGS["max_tokens"],
+    seed: int = _LLM_FLAGS["seed"],
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """SVIT-style seeds: a text-only LLM writes conversations, reasoning, descriptions and referring QA from annotations."""
+    from evol.seeding.commands import svit_command
+
+    _setup_logging(None, verbose)
+    opts = _llm_options(model, base_url, api_key_env, concurrency, rpm, tpm, timeout, max_attempts,
+                        temperature, max_tokens, seed, backend=backend, device=device, batch_size=batch_size)
+    inputs = dict(path=input, annotations=annotations, vg=vg, image_root=image_root, input_format=input_format,
+                  vg_ids=[x.strip() for x in vg_ids.split(",") if x.strip()] if vg_ids else None)
+    try:
+        manifest = svit_command(inputs=inputs, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+                                opts=opts, out=out, cache=cache, limit=limit)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: rerun the same command; finished calls are cached.")
+        raise typer.Exit(130)
+    _seed_summary(manifest, out)
+
+
+@seed_app.command("instruct")
+def seed_instruct(
+    input: Optional[str] = typer.Argument(None, help="Records with captions and boxes (evol JSONL, MMEvol, LLaVA)."),
+    out: str = typer.Option(..., "--out", help="Seed records (JSONL); the bank goes to <out>.bank.json."),
+    bank: str = typer.Option("seeds/instructions.txt", help="Seed instructions, one per line."),
+    grow: int = typer.Option(200, help="New instructions to grow the bank by (0: use the seeds as they are)."),
+    clusters: Optional[int] = typer.Option(None, help="Instruction groups to summarise [about sqrt(bank size)]."),
+    per_image: int = typer.Option(2, help="Instructions answered per picture."),
+    embedder: str = typer.Option("auto", help="auto, tfidf or spacy:<package> (auto: a spaCy package with vectors, else TF-IDF)."),
+    annotations: Optional[str] = typer.Option(None, help="Scene graphs from ProVision stage files instead of records."),
+    vg: Optional[str] = typer.Option(None, help="Scene graphs from a Visual Genome folder instead of records."),
+    vg_ids: Optional[str] = typer.Option(None, help="Visual Genome image ids, comma separated."),
+    image_root: Optional[str] = typer.Option(None, help="Scene-graph image paths are written relative to this."),
+    input_format: str = typer.Option("auto", help="auto, llava, mmevol or evol."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N inputs."),
+    cache: Optional[str] = typer.Option(None, help="Request cache [<out>.cache.sqlite]; a rerun repeats no call."),
+    backend: Optional[str] = _LLM_FLAGS["backend"], device: str = _LLM_FLAGS["device"],
+    batch_size: int = _LLM_FLAGS["batch_size"],
+    model: Optional[str] = _LLM_FLAGS["model"], base_url: Optional[str] = _LLM_FLAGS["base_url"],
+    api_key_env: str = _LLM_FLAGS["api_key_env"], concurrency: int = _LLM_FLAGS["concurrency"],
+    rpm: Optional[float] = _LLM_FLAGS["rpm"], tpm: Optional[float] = _LLM_FLAGS["tpm"],
+    timeout: float = _LLM_FLAGS["timeout"], max_attempts: int = _LLM_FLAGS["max_attempts"],
+    temperature: float = _LLM_FLAGS["temperature"], max_tokens: int = _LLM_FLAGS["max_tokens"],
+    seed: int = _LLM_FLAGS["seed"],
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """MM-Instruct-style seeds: grow and summarise an instruction bank, match it to pictures, answer from annotations."""
+    from evol.seeding.commands import instruct_command
+
+    _setup_logging(None, verbose)
+    opts = _llm_options(model, base_url, api_key_env, concurrency, rpm, tpm, timeout, max_attempts,
+                        temperature, max_tokens, seed, backend=backend, device=device, batch_size=batch_size)
+    inputs = dict(path=input, annotations=annotations, vg=vg, image_root=image_root, input_format=input_format,
+                  vg_ids=[x.strip() for x in vg_ids.split(",") if x.strip()] if vg_ids else None)
+    try:
+        manifest = instruct_command(inputs=inputs, bank=bank, grow=grow, clusters=clusters, per_image=per_image,
+                                    embedder=embedder, opts=opts, out=out, cache=cache, limit=limit)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: rerun the same command; finished calls are cached.")
+        raise typer.Exit(130)
+    b = manifest["bank"]
+    console.print(f"instruction bank: {b['seeds']} seeds + {b['grown']} grown -> {b['groups']} groups "
+                  f"({b['groups_summarised']} summarised) with {manifest['embedder']}, in {b['file']}")
+    _seed_summary(manifest, out)
+
+
+@app.command("select")
+def select_mix(
+    source: str = typer.Argument(..., help="A run folder, or a records file (e.g. seeds from evol seed svit)."),
+    size: int = typer.Option(..., "--size", help="Items in the mix."),
+    out: str = typer.Option(..., "--out", help="LLaVA JSON of the mix; the report goes to <out>.report.json."),
+    balance: str = typer.Option("yes-no,letters", help="yes-no, letters, both (comma separated) or none."),
+    min_score: Optional[float] = typer.Option(None, help="Judge-score floor [the run's own]."),
+    include_seeds: Optional[bool] = typer.Option(None, "--include-seeds/--no-seeds", help="Seed items may enter [the run's own]."),
+    seed: int = typer.Option(0, help="Seed for tie-breaking and the random baselines."),
+    baselines: int = typer.Option(20, help="Random subsets of the same size to compare coverage with."),
+) -> None:
+    """Greedy training mix covering verb-noun pairs, objects, skills and task forms, with balanced answers."""
+    from evol.seeding.commands import select_command
+
+    _setup_logging(None, False)
+    kinds = [] if balance.strip() == "none" else [b.strip() for b in balance.split(",") if b.strip()]
+    try:
+        rep = select_command(source=source, size=size, balance=kinds, min_score=min_score,
+                             include_seeds=include_seeds, out=out, seed=seed, baselines=baselines)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(str(exc))
+    console.print(f"selected {rep['selected']} of {rep['candidates']} candidates into {out} (report: {rep['report']})")
+    if rep["shortfall"]:
+        console.print(f"[yellow]short[/yellow]: {rep['shortfall']}")
+    for kind, c in rep["coverage"].items():
+        rnd = f", random {c['random']['mean']:g} (max {c['random']['max']})" if "random" in c else ""
+        console.print(f"  {kind}: mix {c['mix']} of {c['full']}{rnd}")
+    a = rep["answers"]["mix"]
+    if a["yes_ratio"] is not None:
+        console.print(f"  yes/no: {a['yes']} yes, {a['no']} no (yes ratio {a['yes_ratio']:.1%}; "
+                      f"full set {rep['answers']['full']['yes_ratio']:.1%})")
+
+
+@app.command("export")
+def export_run(
+    source: str = typer.Argument(..., help="A run folder, or a records file."),
+    format: str = typer.Option("llava", "--format", help="llava, sharegpt, parquet or datasets."),
+    out: str = typer.Option(..., "--out", help="Output file (a folder for datasets)."),
+    min_score: Optional[float] = typer.Option(None, help="Judge-score floor [the run's own]."),
+    include_seeds: Optional[bool] = typer.Option(None, "--include-seeds/--no-seeds", help="Also export seed items [the run's own]."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Read the export back and compare every entry."),
+) -> None:
+    """Export kept items as LLaVA JSON, ShareGPT JSONL, Parquet or a datasets folder."""
+    from evol.seeding.commands import export_command
+
+    _setup_logging(None, False)
+    try:
+        res = export_command(source=source, fmt=format, out=out, min_score=min_score,
+                             include_seeds=include_seeds, verify=verify)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    checked = f"; read back and matched {res['verified']}" if "verified" in res else ""
+    console.print(f"exported {res['entries']} items as {format} to {out}{checked}")
 
 
 def main() -> None:  # pragma: no cover

@@ -26,7 +26,7 @@ class EvolveConfig(BaseModel):
     input: str
     out: str
     rounds: int = Field(3, ge=1, le=20)
-    backend: str = "openai"
+    backend: str | None = None  # openai, vllm or hf; None: settled by evol.backends.settle_backend
     model: str = ""
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -51,6 +51,15 @@ class EvolveConfig(BaseModel):
     include_seeds: bool = False
     input_format: str = "auto"
     limit: int | None = None
+    device: str = "auto"  # local backends: auto, cpu, cuda, cuda:1 ...
+    batch_size: int = Field(8, ge=1)  # hf backend: requests decoded together at most
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("openai", "vllm", "hf"):
+            raise ValueError(f"unknown backend {v!r} (available: openai, vllm, hf)")
+        return v
 
     @field_validator("mix", mode="before")
     @classmethod

@@ -87,3 +87,21 @@ def evolve_args(seeds: Path, out: Path, url: str, *extra: str) -> list[str]:
         "evolve", str(seeds), "--out", str(out), "--model", "test-vlm", "--base-url", url,
         "--image-root", str(seeds.parent / "images"), "--concurrency", "16", "--timeout", "5", *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory):
+    """A tiny LLaVA (random weights, real processor and chat template) saved once per session."""
+    from tiny_vlm import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine():
+    """The embedded SmolLM2-135M-Instruct loaded once per session (about 10-20 s on 2 cores)."""
+    from evol.backends.hf import HFEngine
+    from evol.backends.local import embedded_model
+    from evol.images import ImageStore
+
+    return HFEngine(embedded_model(), images=ImageStore(SEEDS), max_new_tokens=256)

@@ -81,9 +81,14 @@ class OpenAIBackend:
     def _ensure_client(self) -> openai.AsyncOpenAI:
         # created on first use so that it belongs to the running event loop
         if self._client is None:
+            # Keep-alive for every slot: the SDK keeps only 100 idle connections, so above
+            # that concurrency each answer closed a socket and the next call opened one.
+            slots = self.limiter.concurrency
+            limits = _http_limits(max_connections=max(100, 2 * slots),
+                                  max_keepalive_connections=max(20, slots))
             self._client = openai.AsyncOpenAI(
                 base_url=self.base_url, api_key=self._secret() or "EMPTY", max_retries=0,
-                timeout=self.timeout, http_client=openai.DefaultAioHttpClient())
+                timeout=self.timeout, http_client=openai.DefaultAioHttpClient(limits=limits))
         return self._client
 
     async def aclose(self) -> None:
@@ -247,6 +252,15 @@ class OpenAIBackend:
                     f"expected a JSON object, got {type(data).__name__}: {self._scrub(text, 80)!r}")
         return Reply(text=text, data=data, tokens_in=tokens_in, tokens_out=tokens_out,
                      finish_reason=choice.get("finish_reason"))
+
+
+def _http_limits(**kw: int):
+    """Connection limits in the HTTP library this openai release uses (httpx2, or httpx before)."""
+    try:
+        import httpx2 as http
+    except ImportError:  # older openai releases
+        import httpx as http
+    return http.Limits(**kw)
 
 
 def _causes(exc: BaseException):

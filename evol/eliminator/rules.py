@@ -154,6 +154,83 @@ RULES: list[tuple[str, Rule]] = [
 ]
 
 
+# ------------------------------------------- checks for text written from annotations
+# A model that writes from a caption, an object list and region notes (SVIT, MM-Instruct
+# seeding) never sees pixels, and its known faults are to talk about those notes, to ask
+# for input it believes is missing, and to refuse. These checks are not in `RULES`:
+# evolution keeps its own rule set unchanged.
+ANNOTATION_MENTION = re.compile(
+    r"\bcaptions?\b|\bbounding\s+box(es)?\b|\bregion\s+(descriptions?|notes?)\b"
+    r"|\b(the|these|this|those|provided|given|above|listed|supplied)\s+(image\s+)?"
+    r"(descriptions?|annotations?|object\s+list|coordinates|metadata|notes)\b"
+    r"|\b(based\s+on|according\s+to|from)\s+the\s+(information|details|data)\s+(provided|given)\b"
+    r"|\b(is|are|was|were)\s+(not\s+)?(described|mentioned|listed|annotated)\b",
+    re.I,
+)
+ASKS_FOR_INPUT = re.compile(
+    r"\bplease\s+(provide|share|upload|send|give)\b"
+    r"|\b(no|without\s+an?|without\s+the)\s+(image|picture|photo|information|details|input|context)"
+    r"(\s+(was|were|is|has\s+been|have\s+been)\s+(provided|given|attached|shared))?\b"
+    r"|\byou\s+(have\s+not|haven't|did\s+not|didn't)\s+(provided|provide|shared|share|attached|attach|given|give)\b"
+    r"|\bi\s+(do\s+not|don't)\s+(have|see)\s+(access\s+to\s+)?(the|an|any)\s+(image|picture|photo)\b"
+    r"|\bcould\s+you\s+(provide|share|describe)\b",
+    re.I,
+)
+
+
+def mentions_annotations(text: str) -> str | None:
+    """Text that names the notes it was written from (caption, boxes, descriptions)."""
+    m = ANNOTATION_MENTION.search(text)
+    return f"it mentions its sources instead of the picture: {m.group(0)!r}" if m else None
+
+
+def asks_for_input(text: str) -> str | None:
+    """A reply that asks for the image or details instead of doing the task."""
+    m = ASKS_FOR_INPUT.search(_QUOTED.sub(" ", text))
+    return f"it asks for input instead of answering: {m.group(0)!r}" if m else None
+
+
+def written_item_problem(item: Item, record: Record, *, boxes_required: bool = False,
+                         given_question: bool = False) -> tuple[str, str] | None:
+    """(rule, reason) for the first fault of an item written from annotations, or None.
+
+    Reuses the evolution rules that need no parent (empty text, refusal, source leak,
+    coordinates not among the record's boxes), then the annotation checks above. With
+    `boxes_required` an item that cites no box at all fails too (referring questions).
+    With `given_question` the question was not written by the model (a request from a
+    pool, an instruction from a bank): only the reply is checked for leaks, and words the
+    question itself uses ("write a caption for ...") are allowed in the answer.
+    """
+    blank = Item(id=item.id, question="", answer="")
+    for name, rule in (("empty", empty_text), ("refusal", refusal)):
+        reason = rule(item, blank, record)
+        if reason:
+            return name, reason
+    shown = item.model_copy(update={"question": "-"}) if given_question else item
+    for name, rule in (("source_leak", source_leak), ("coordinates", foreign_coordinates)):
+        reason = rule(shown, blank, record)
+        if reason and not _asked_for(reason, item, given_question):
+            return name, reason
+    text = _joined(shown)
+    for name, check in (("source_leak", mentions_annotations), ("asks_for_input", asks_for_input)):
+        reason = check(text)
+        if reason and not _asked_for(reason, item, given_question):
+            return name, reason
+    if boxes_required and not boxes_in(_joined(item)):
+        return "no_box", "it cites no box although every object it names must carry one"
+    return None
+
+
+def _asked_for(reason: str, item: Item, given_question: bool) -> bool:
+    """The flagged words (quoted last in `reason`) also appear in a question we wrote."""
+    if not given_question or "'" not in reason:
+        return False
+    flagged = reason[reason.index("'") + 1:reason.rindex("'")].lower()
+    words = [w for w in _WORDS.findall(flagged) if w not in STOP_WORDS]
+    question = item.question.lower()
+    return bool(words) and all(w in question for w in words)
+
+
 def check_rules(child: Item, parent: Item, record: Record) -> Verdict | None:
     """The first failing rule as a rejecting verdict, or None when every rule passes."""
     for name, rule in RULES:

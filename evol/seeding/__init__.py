@@ -1,0 +1,1 @@
+"""LLM-written seeds (SVIT, MM-Instruct), training-mix selection and export."""

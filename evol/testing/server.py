@@ -59,6 +59,10 @@ class ServerConfig:
     no_schema: bool = False     # reject json_schema response_format with a 400
     improved_rate: float = 0.8  # P(boolean property "improved" is true)
     seed: int = 0               # seeds the fault rng only
+    # Planted replies: (substrings, content) pairs. A request whose message text holds
+    # every substring of an entry gets that entry's content verbatim (first match wins),
+    # so tests can plant a bad reply for one record and see the filters catch it.
+    scripted: list = field(default_factory=list)
 
 
 # ----------------------------------------------------------------- generation
@@ -205,6 +209,16 @@ def make_content(body: dict, improved_rate: float = 0.8) -> str:
     return f"{head}\n\n```json\n{json.dumps(doc, indent=2)}\n```\n\n{tail}"
 
 
+def _planted(cfg: ServerConfig, body: dict) -> str | None:
+    """The content of the first `cfg.scripted` entry whose substrings all occur in the prompt."""
+    text = _message_text(body.get("messages"))[0]
+    for needles, content in cfg.scripted:
+        needles = [needles] if isinstance(needles, str) else needles
+        if all(n in text for n in needles):
+            return content
+    return None
+
+
 # --------------------------------------------------------------------- server
 
 @dataclass
@@ -301,7 +315,10 @@ async def _chat(request: web.Request) -> web.Response:
             "I could not produce the requested structure for this image, sorry.",
         ])
     elif fault != "500":
-        content = make_content(body, cfg.improved_rate)
+        planted = _planted(cfg, body) if cfg.scripted else None
+        if planted is not None:
+            state.bump("scripted")
+        content = make_content(body, cfg.improved_rate) if planted is None else planted
     if fault == "timeout":
         state.bump("timeouts")
     await _wait(state, delay - (time.monotonic() - arrived))
@@ -407,6 +424,8 @@ def _parse(argv=None) -> tuple[ServerConfig, int]:
     parser = argparse.ArgumentParser(description="OpenAI-compatible mock server for tests.")
     parser.add_argument("--port", type=int, default=0)
     for name, default in vars(ServerConfig()).items():
+        if isinstance(default, (list, dict)):
+            continue  # structured options (scripted replies) are for in-process use
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_true")

@@ -1,0 +1,135 @@
+"""The verb-noun rules, shared by every parser backend.
+
+A backend (spaCy dependencies, or benepar constituency trees) reduces one sentence to a
+`Frame`: its main verb, that verb's direct object, its subject, and the question word if
+the sentence is a question. `choose_pair` then applies the same rules to every frame:
+
+* the verb is the main verb closest to the root; auxiliaries and modals are looked
+  through ("Can you describe the scene?" -> describe/scene);
+* the noun is the head noun of the verb's first direct object, or of its subject when
+  the verb is passive ("When was this photo taken?" -> take/photo); quantity nouns are
+  looked through ("Count the number of windows" -> count/window); a pronoun or question
+  word as object gives no noun ("What is the man holding?" -> hold/None); when the verb
+  has no object, a noun the question word determines stands in ("What kind of food is
+  the man eating?" -> eat/food, "Which animal appears?" -> appear/animal);
+* a question whose main verb is "be" asks for a task, so it is named by that task:
+    how many/much N ...  -> count/N     (also with other verbs: "How many dogs are running?")
+    where is X           -> locate/X
+    what/which N is ...  -> identify/N  ("What color is the car?" -> identify/color)
+    what/who is X        -> identify/X
+    why is X ...         -> explain/X
+    how is X             -> describe/X
+    is X ... / is there X -> check/X     (yes/no questions)
+  A declarative or imperative "be" stays "be" (with no noun, as "be" takes no object).
+  A participle the parser hung off a "be" root is the real verb: "Is the man wearing a
+  hat?" -> wear/hat, "Are there cars parked here?" -> park/car (backend-specific, since
+  only the dependency parser makes that mistake).
+
+In an instruction of several sentences the first question counts, else the first
+imperative, else the first sentence with a verb (`verbnoun.pick_sentence_pair`).
+
+Nouns and verbs come back lemmatised and lower-cased; None means "none found".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# nouns that only measure or classify their "of" complement: look through them
+LIGHT_NOUNS = frozenset(
+    "number kind type sort variety amount piece pair group set lot bunch couple total "
+    "quantity count series collection style form".split()
+)
+COPULA = "be"
+
+
+_NOUN_TAGS = {"NN": "NOUN", "NNS": "NOUN", "NNP": "PROPN", "NNPS": "PROPN"}
+_PRON_TAGS = {"PRP", "PRP$", "EX", "DT", "CD"}
+_WH_TAGS = {"WDT", "WP", "WP$", "WRB"}
+
+
+def coarse_pos(tag: str) -> str:
+    """Penn Treebank tag -> the coarse class the rules use."""
+    if tag.startswith("VB") or tag == "MD":
+        return "VERB"
+    if tag in _NOUN_TAGS:
+        return _NOUN_TAGS[tag]
+    if tag in _WH_TAGS:
+        return "WH"
+    if tag in _PRON_TAGS:
+        return "PRON"
+    return "OTHER"
+
+
+@dataclass(slots=True)
+class Word:
+    """A word of the sentence as the rules see it: lemma, and its coarse part of speech."""
+
+    lemma: str
+    pos: str  # "NOUN", "PROPN", "PRON", "VERB", "WH" or "OTHER"
+    of_noun: Word | None = None  # head of its "of" complement, for light nouns
+
+    @property
+    def is_noun(self) -> bool:
+        return self.pos in ("NOUN", "PROPN")
+
+
+@dataclass(slots=True)
+class Frame:
+    """One sentence reduced to what the verb-noun rules need."""
+
+    verb: Word | None = None  # main verb closest to the root (may be "be")
+    obj: Word | None = None  # head of the first direct object
+    subject: Word | None = None  # head of the subject (or "there"'s noun for existentials)
+    passive: bool = False
+    question: bool = False  # ends with "?" or starts with a question word / inverted auxiliary
+    wh: str | None = None  # "what", "which", "how many", "where", ...
+    wh_noun: Word | None = None  # noun the wh-word determines: "what color" -> color
+    attr: Word | None = None  # predicate noun of "be" ("What is the name ..." -> name)
+    imperative: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def noun_of(word: Word | None) -> str | None:
+    """The lemma to report for an object word: nouns only, light nouns looked through."""
+    if word is None:
+        return None
+    if word.lemma in LIGHT_NOUNS and word.of_noun is not None and word.of_noun.is_noun:
+        word = word.of_noun
+    return word.lemma.lower() if word.is_noun else None
+
+
+def choose_pair(frame: Frame) -> tuple[str | None, str | None]:
+    """(verb lemma, noun lemma) for one sentence's frame, by the rules in the module doc."""
+    if frame.wh in ("how many", "how much") and frame.wh_noun is not None:
+        return "count", noun_of(frame.wh_noun)
+    verb = frame.verb
+    if verb is None:
+        return None, None
+    if verb.lemma != COPULA or not frame.question:
+        noun = noun_of(frame.subject if frame.passive else frame.obj)
+        if noun is None and frame.wh_noun is not None and not frame.passive:
+            noun = noun_of(frame.wh_noun)  # "What kind of food is the man eating?" -> eat/food
+        return verb.lemma.lower(), noun
+    return _copular_question(frame)
+
+
+def _copular_question(frame: Frame) -> tuple[str, str | None]:
+    # the thing asked about: the subject unless it is the wh-word itself
+    topic = noun_of(frame.subject) or noun_of(frame.attr)
+    wh = frame.wh
+    if wh in ("how many", "how much"):
+        return "count", topic
+    if wh == "where":
+        return "locate", topic
+    if wh in ("what", "which", "whose", "who", "whom"):
+        if frame.wh_noun is not None:
+            return "identify", noun_of(frame.wh_noun)
+        return "identify", topic
+    if wh == "why":
+        return "explain", topic
+    if wh == "how":
+        return "describe", topic
+    if wh is None:
+        return "check", topic
+    return COPULA, topic

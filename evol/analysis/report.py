@@ -1,0 +1,243 @@
+"""`evol report DIR`: one self-contained HTML page from the tables `evol analyze` wrote.
+
+The page embeds plotly's JavaScript inline, so it opens offline and can be mailed as one
+file. Sections: headline table, verb-noun sunbursts, round-by-round comparison,
+distributions, operator / task-form / generator mix, the object long tail, bad input,
+and examples (each seed item beside its evolved versions, with the judge's scores and
+reasons). Every text from the data is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from evol.analysis.charts import (
+    comparison_figure,
+    distribution_figure,
+    longtail_figure,
+    mix_figure,
+    sunburst_figure,
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#fff;color:#222}
+main{max-width:1240px;margin:0 auto;padding:16px 20px 40px}
+h1{font-size:24px;margin:8px 0 4px} h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+p.note{color:#555;font-size:13px;margin:4px 0 10px}
+table{border-collapse:collapse;font-size:12.5px;margin:6px 0 12px}
+th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.scroll{overflow-x:auto}
+.chart{width:100%;margin:4px 0 8px}
+.ex{border:1px solid #ddd;border-radius:6px;margin:10px 0;padding:8px}
+.ex table{width:100%;table-layout:fixed} .ex td{font-size:12px;word-wrap:break-word}
+.kept{color:#1a7f37;font-weight:600} .dropped{color:#b42318;font-weight:600}
+.bad{color:#b42318} code{background:#f4f4f4;padding:0 3px}
+"""
+
+# After load, each chart's page position goes into a data-rect attribute ("x,y,width,height"
+# in CSS pixels), so automated checks can find the charts in a screenshot.
+_RECT_SCRIPT = """window.addEventListener('load',function(){document.querySelectorAll('.plotly-graph-div')
+.forEach(function(d){var r=d.getBoundingClientRect();d.setAttribute('data-rect',[r.left+window.scrollX,
+r.top+window.scrollY,r.width,r.height].map(Math.round).join(','));});});"""
+
+_SUMMARY_COLUMNS = [
+    ("source", "source"), ("round", "round"), ("records", "records"), ("items", "items"),
+    ("distinct_pairs", "verb-noun pairs"), ("pair_entropy_bits", "pair entropy (bits)"),
+    ("distinct_verbs", "verbs"), ("distinct_nouns", "nouns"), ("top_pair", "top pair"),
+    ("skills_mean", "skills / item"), ("steps_mean", "steps / item"), ("score_mean", "mean score"),
+    ("improved_ratio", "improved"), ("question_words_mean", "question words"),
+    ("answer_words_mean", "answer words"), ("yes_share", "yes share"),
+    ("distinct_objects", "objects"), ("rare_object_share", "rare objects"),
+]
+_BAD_COLUMNS = [
+    ("empty_instructions", "empty instructions"), ("non_english", "non-English"), ("no_verb", "no verb found"),
+    ("items_without_steps", "items without steps"), ("unscored", "evolved items without score"),
+    ("rule_rejected", "rejected by rules"), ("failed_versions", "failed rounds"),
+]
+
+
+def write_report(analysis_dir: str | Path, out_html: str | Path | None = None) -> Path:
+    """Write the report page for an analysis folder; returns its path (default DIR/report.html)."""
+    import pandas as pd
+    from plotly.offline import get_plotlyjs
+
+    folder = Path(analysis_dir)
+    meta_path = folder / "analysis.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{folder} has no analysis.json: run `evol analyze ... --out {folder}` first")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    summary = pd.DataFrame(meta.get("summary") or [])
+    pairs = _csv(folder / "pairs.csv", ["source", "round", "verb", "noun", "count", "share"])
+    dists = _csv(folder / "distributions.csv", ["source", "round", "metric", "value", "count"])
+    counts = _csv(folder / "counts.csv", ["source", "round", "kind", "name", "count"])
+    sources = _json(folder / "sources.json", [])
+    examples = _json(folder / "examples.json", {})
+
+    figures = [
+        ("sunburst", "What the instructions ask: verb-noun pairs",
+         "Inner ring: the main verb; outer ring: its object noun ('(none)' when the object is a "
+         "question word or pronoun). Top verbs and nouns only; the table above counts all.",
+         sunburst_figure(pairs)),
+        ("comparison", "Round by round", "Each line is one input; round 0 is the seed items.",
+         comparison_figure(summary)),
+        ("distributions", "Distributions", "Share of items per value, one bar series per input and round.",
+         distribution_figure(dists)),
+        ("mix", "Operators, task forms and generators", "Items per operator (evolved rounds), task form "
+         "and programmatic generator (ProVision seeds), as shares of each round.", mix_figure(counts)),
+        ("longtail", "Object long tail", "Items mentioning each object label, by rank (log scale).",
+         longtail_figure(counts)),
+    ]
+    parts = [f"<h1>evol analysis report</h1><p class='note'>{_inputs_line(meta)}</p>",
+             "<h2>Summary</h2>", _summary_table(summary)]
+    for key, title, note, fig in figures:
+        parts.append(f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(note)}</p>")
+        if fig is None:
+            parts.append("<p class='note'>No data for this chart.</p>")
+            continue
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{key}",
+                                 config={"displaylogo": False, "responsive": True},
+                                 default_width="100%", default_height=f"{fig.layout.height or 450}px"))
+    parts += ["<h2>Bad input</h2>", _bad_input(summary, sources),
+              "<h2>Examples</h2>", _examples(examples)]
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>evol report: {html.escape(', '.join(i['label'] for i in meta.get('inputs', [])))}</title>"
+        f"<style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
+        f"<body><main>{''.join(parts)}</main><script>{_RECT_SCRIPT}</script></body></html>"
+    )
+    out = Path(out_html) if out_html is not None else folder / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def _csv(path: Path, columns: list[str]) -> Any:
+    import pandas as pd
+
+    if not path.is_file():
+        return pd.DataFrame(columns=columns)
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def _json(path: Path, default: Any) -> Any:
+    if not path.is_file():
+        return default
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+def _inputs_line(meta: dict) -> str:
+    inputs = ", ".join(f"<b>{html.escape(i['label'])}</b> (<code>{html.escape(i['path'])}</code>, {i['kind']})"
+                       for i in meta.get("inputs", []))
+    settings = meta.get("settings", {})
+    parser = settings.get("backend") or "off"
+    kept = "kept evolved items only" if settings.get("kept_only") else "all evolved items"
+    return (f"Inputs: {inputs}. {meta.get('items', 0):,} items analysed ({kept}; verb-noun parser: "
+            f"{html.escape(str(parser))}), {meta.get('created', '')}.")
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for key, _ in columns:
+            v = row.get(key)
+            cls = " class='num'" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+            cells.append(f"<td{cls}>{_fmt(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<div class='scroll'><table><tr>{head}</tr>{''.join(body)}</table></div>"
+
+
+def _summary_table(summary: Any) -> str:
+    if summary.empty:
+        return "<p class='note'>No records could be read.</p>"
+    return _table(summary.to_dict("records"), _SUMMARY_COLUMNS)
+
+
+def _bad_input(summary: Any, sources: list[dict]) -> str:
+    rows = []
+    for src in sources:
+        rows.append({"source": src["source"], "records": src["records"], "read_errors": src["read_errors"],
+                     "records_without_items": src["records_without_items"],
+                     "rejects": ", ".join(f"{k} {v}" for k, v in sorted(src.get("rejects_by_stage", {}).items())) or None})
+    out = [_table(rows, [("source", "source"), ("records", "records read"), ("read_errors", "unreadable records"),
+                         ("records_without_items", "records without items"), ("rejects", "rejects.jsonl by stage")])]
+    if not summary.empty:
+        out.append(_table(summary.to_dict("records"), [("source", "source"), ("round", "round"), ("items", "items")]
+                          + _BAD_COLUMNS))
+    for src in sources:
+        if src.get("error_examples"):
+            items = "".join(f"<li>{html.escape(e)}</li>" for e in src["error_examples"])
+            more = src["read_errors"] - len(src["error_examples"])
+            tail = f"<li>… and {more:,} more</li>" if more > 0 else ""
+            out.append(f"<p class='bad'>Unreadable records in <b>{html.escape(src['source'])}</b>:</p><ul>{items}{tail}</ul>")
+    return "".join(out)
+
+
+def _item_cell(item: dict, evolved: bool = False) -> str:
+    question = html.escape(item.get("question", "")) or "<i class='bad'>(empty)</i>"
+    text = f"<b>Q:</b> {question}<br><b>A:</b> {html.escape(item.get('answer', ''))}"
+    meta = []
+    if item.get("format"):
+        meta.append(html.escape(item["format"]))
+    if item.get("skills"):
+        meta.append("skills: " + html.escape(", ".join(item["skills"])))
+    if item.get("steps"):
+        meta.append(f"{item['steps']} steps")
+    if meta:
+        text += f"<br><small>{' · '.join(meta)}</small>"
+    v = item.get("verdict")
+    if v:
+        cls, word = ("kept", "kept") if v.get("improved") else ("dropped", "dropped")
+        rule = f" by rule <code>{html.escape(v['rule'])}</code>" if v.get("rule") else ""
+        text += (f"<br><span class='{cls}'>{word}{rule}, score {_fmt(v.get('score'))}</span>"
+                 f" — {html.escape(v.get('reason') or '')}")
+    elif evolved:
+        text += "<br><span class='bad'>no score</span>"
+    return text
+
+
+def _examples(examples: dict[str, list[dict]]) -> str:
+    out = []
+    for source, records in examples.items():
+        for ex in records:
+            rounds = sorted({v["round"] for v in ex.get("versions", [])})
+            head = "<th>seed</th>" + "".join(f"<th>round {r}</th>" for r in rounds)
+            rows = []
+            for seed in ex.get("items", []) or [{}]:
+                cells = [f"<td>{_item_cell(seed) if seed else '<i>no seed items</i>'}</td>"]
+                chain = {seed.get("id")}
+                for r in rounds:
+                    version = next(v for v in ex["versions"] if v["round"] == r)
+                    children = [it for it in version["items"] if it.get("parent") in chain]
+                    chain |= {it["id"] for it in children}
+                    if version.get("status") != "judged":
+                        cell = f"<span class='bad'>round failed: {html.escape(version.get('error') or '')}</span>"
+                    else:
+                        cell = f"<small>operator: {html.escape(version['operator'])}</small><br>" + (
+                            "<hr>".join(_item_cell(it, evolved=True) for it in children) or "<i>no rewrite</i>")
+                    cells.append(f"<td>{cell}</td>")
+                rows.append("<tr>" + "".join(cells) + "</tr>")
+            caption = f"<br><small>{html.escape(ex['caption'])}</small>" if ex.get("caption") else ""
+            gen = f" · generator {html.escape(ex['generator'])}" if ex.get("generator") else ""
+            out.append(f"<div class='ex'><b>{html.escape(source)}</b> · record <code>{html.escape(ex['id'])}</code>"
+                       f" · {html.escape(', '.join(ex.get('images', [])))}{gen}{caption}"
+                       f"<table><tr>{head}</tr>{''.join(rows)}</table></div>")
+    return "".join(out) or "<p class='note'>No examples.</p>"

@@ -1,0 +1,131 @@
+"""Turn a raw instruction into the sentence a parser should see, and spot unusable text.
+
+Instruction data is full of things that are not English prose: `<image>` placeholders,
+box coordinates in a dozen notations, lettered answer options, and fixed answer-format
+lines ("Answer with the option's letter ..."). Left in, they become the "verb" or the
+"noun" of thousands of instructions, so they are taken out before parsing.
+"""
+
+from __future__ import annotations
+
+import re
+
+_IMAGE_TOKENS = re.compile(
+    r"<\s*/?\s*(?:image|img|video|ImageHere|image_\d+|Img)\s*>|<\|(?:image|vision)[a-z_]*\|>"
+    r"|<img>.*?</img>|\[IMG\]|<\|image_pad\|>",
+    re.IGNORECASE,
+)
+# "Image 1: <image>" labels of multi-image prompts go with their token
+_IMAGE_LABELS = re.compile(r"\b(?:image|picture|photo|figure|frame)\s*\d+\s*:\s*(?=<)", re.IGNORECASE)
+# grounding markup whose inner text is the object's name: keep the name, drop the tags
+_REF_TAGS = re.compile(r"<\|?/?(?:ref|object_ref_start|object_ref_end|p|/p)\|?>", re.IGNORECASE)
+_NUM = r"-?\d+(?:\.\d+)?"
+_BOXES = re.compile(
+    r"<\|box_start\|>.*?<\|box_end\|>"                         # Qwen-VL
+    r"|<box>.*?</box>|<quad>.*?</quad>|<point>.*?</point>"      # InternVL / others
+    r"|<loc_\d+>"                                              # Florence / PaliGemma
+    r"|\{<\d+><\d+><\d+><\d+>\}"                               # Kosmos / MiniGPT-v2
+    rf"|\[\s*\[?\s*{_NUM}(?:\s*,\s*{_NUM}){{1,7}}\s*\]?\s*\]"   # [x1, y1, x2, y2], [x, y]
+    rf"|\(\s*{_NUM}\s*,\s*{_NUM}(?:\s*,\s*{_NUM}\s*,\s*{_NUM})?\s*\)",  # (x, y), (x1, y1, x2, y2)
+    re.IGNORECASE | re.DOTALL,
+)
+_HOLE = "\x00"
+# what is left between removed boxes ("(0.1, 0.2) or (0.3, 0.4)") and in front of them
+_HOLE_RUNS = re.compile(r"\x00(?:\s*(?:,|;|and|or|to|-)?\s*\x00)+", re.IGNORECASE)
+# a preposition that only pointed at a box goes with it: "the object at [..] used for" -> "the object used for"
+_HOLE_LEAD = re.compile(
+    r"(?:\s+(?:at|in|within|inside|near|around|from|to|of|between|on|by|under|over|above|below))?"
+    r"\s*[:,]?\s*\x00", re.IGNORECASE)
+# labels in front of the instruction: "Question:", "Q:", "USER:", "Instruction:"
+_LEAD_LABEL = re.compile(r"^\s*(?:question|q|user|human|instruction|prompt|task)\s*:\s*", re.IGNORECASE)
+
+# one answer option per line: "A. cup", "(B) table", "C) chair", "D: lamp", "a. cup"
+_OPTION_LINE = re.compile(r"^\s*(?:\(?[A-Ha-h][.):]|\([A-Ha-h]\)|[1-8][.)])\s+\S")
+_OPTION_HEADER = re.compile(r"^\s*(?:options|choices|candidates)\s*:", re.IGNORECASE)
+# options written on the question's own line, after "?" or ":" ("... closest? A. cup B. table")
+_INLINE_OPTIONS = re.compile(
+    r"(?<=[?:])\s*(?:(?:options|choices)\s*:\s*)?\(?A[.):]\s.*$|(?:\s+(?:options|choices)\s*:.*$)",
+    re.IGNORECASE | re.DOTALL,
+)
+# fixed answer-format sentences that dataset builders append to the real instruction
+_BOILERPLATE = re.compile(
+    r"(?:^|(?<=[.?!\n]))\s*(?:please\s+)?(?:"
+    r"answer (?:with|using) (?:the )?(?:option'?s? )?(?:letter|a single word|one word|a word)[^.?!\n]*"
+    r"|answer the question (?:using|with|in) [^.?!\n]*"
+    r"|(?:answer|respond|reply)(?: with)? (?:only )?(?:\"?yes\"? or \"?no\"?)[^.?!\n]*"
+    r"|(?:answer|respond|reply) in (?:a single|one) (?:word|sentence|phrase)[^.?!\n]*"
+    r"|(?:select|choose|pick) (?:the )?(?:correct|best|right) (?:answer|option)(?: from[^.?!\n]*)?"
+    r"|the answer (?:should|must) be [^.?!\n]*"
+    r")[.?!]?",
+    re.IGNORECASE,
+)
+_SPACES = re.compile(r"[ \t\r\f\v]+")
+_SPACE_PUNCT = re.compile(r"\s+([?.!,;:])")
+_LETTER = re.compile(r"[^\W\d_]")
+_LATIN = re.compile(r"[A-Za-z\u00C0-\u024F]")
+_WORD = re.compile(r"[A-Za-z\u00C0-\u024F']+")
+
+# Common English function words: a Latin-script sentence of several words with none of
+# them is almost never English ("Décrivez l'image en détail", "Beschreibe das Bild").
+_ENGLISH_FUNCTION_WORDS = frozenset(
+    "a an the this that these those is are was were be been am do does did can could will would "
+    "should may might must shall have has had what which who whom whose where when why how "
+    "in on at of to for from with by about into over under between behind above below near "
+    "and or but not no yes there here it its they them their he she his her you your i me my we "
+    "our us all any each every some many much more most other one two three as if than then "
+    "up down out off left right front back next top bottom".split()
+)
+_NON_ENGLISH_ACCENTS = re.compile(r"[àâçéèêëîïôûùüÿñæœßäöåøáíóúãõąćęłńśźżčěřšťůž¿¡]", re.IGNORECASE)
+
+
+def clean_instruction(text: str) -> str:
+    """The instruction without image tokens, boxes, options and answer-format boilerplate.
+
+    Keeps the words a person would read as the request. Returns "" for text with nothing
+    left (which the parser reports as an empty instruction).
+    """
+    if not text:
+        return ""
+    text = _IMAGE_LABELS.sub(" ", text)
+    text = _IMAGE_TOKENS.sub(" ", text)
+    text = _REF_TAGS.sub("", text)
+    text = _BOXES.sub(_HOLE, text)
+    if _HOLE in text:
+        text = _HOLE_RUNS.sub(_HOLE, text)
+        text = _HOLE_LEAD.sub("", text)
+    lines: list[str] = []
+    for line in text.splitlines():
+        if _OPTION_HEADER.match(line):
+            break  # everything below an "Options:" header is the options themselves
+        if lines and _OPTION_LINE.match(line):
+            continue
+        lines.append(_INLINE_OPTIONS.sub("", line))
+    text = " ".join(part.strip() for part in lines if part.strip())
+    stripped = _BOILERPLATE.sub(" ", text)
+    if _LETTER.search(stripped):  # an instruction that is only boilerplate stays as it is
+        text = stripped
+    text = _SPACE_PUNCT.sub(r"\1", _SPACES.sub(" ", text)).strip()
+    return _LEAD_LABEL.sub("", text)
+
+
+def looks_non_english(text: str) -> bool:
+    """True for text that is most likely not English.
+
+    Two cheap signs: most letters are outside the Latin script (Chinese, Cyrillic, Arabic
+    ...), or a Latin-script text of four or more words has accented letters typical of
+    other European languages, or none of the common English function words.
+    """
+    letters = _LETTER.findall(text)
+    if not letters:
+        return False
+    latin = sum(1 for ch in letters if _LATIN.match(ch))
+    if latin < 0.5 * len(letters):
+        return True
+    words = [w.lower().strip("'") for w in _WORD.findall(text)]
+    if len(words) < 4:
+        return False
+    english = sum(1 for w in words if w in _ENGLISH_FUNCTION_WORDS)
+    if english == 0:
+        return True
+    accented = len(_NON_ENGLISH_ACCENTS.findall(text))
+    return accented >= 2 and english < 0.25 * len(words)

@@ -1,0 +1,449 @@
+"""A `Backend` on transformers: local models, batched, with JSON answers by construction.
+
+Two halves:
+
+- `HFEngine` (heavy, loop-agnostic, one per loaded model): loads a checkpoint folder or a
+  GGUF file, turns a list of `Request`s into one left-padded batch and runs
+  ``model.generate`` on it, with `RowController` deciding each row's tokens (its JSON
+  grammar, temperature, top-p, seed and token limit). Vision-language models (a
+  ``vision_config`` in ``config.json``) go through ``AutoProcessor`` +
+  ``AutoModelForImageTextToText`` with the processor's chat template and any number of
+  images per request; text models through ``AutoTokenizer`` + ``AutoModelForCausalLM``,
+  and the image parts of a request are left out (a run with a text model uses
+  ``--no-images``, so operators put the caption and boxes into the text instead).
+- `HFBackend` (light, one per event loop): the async face. Requests that arrive together
+  are queued; one worker drains the queue into batches of up to `max_batch` and runs
+  each batch in a thread, so the event loop stays free while the model works.
+
+Every answer to a request with a schema is decoded under that schema (made finite by
+`bounded_schema`), so even SmolLM2-135M returns JSON that parses; an answer cut off by the
+token limit fails with `ReplyParseError` saying so.
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenMP threads that spin while waiting make every small op of a decode step crawl when
+# the cores are shared (measured 7x slower per step on the 2-core dev VM under load);
+# this only takes effect if torch has not been imported yet.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import asyncio  # noqa: E402
+import base64
+import contextlib
+import functools
+import io
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from evol.backends.base import BackendError, Image, Reply, ReplyParseError, Request, Text
+from evol.backends.jsonfix import extract_json
+from evol.backends.local import EMBEDDED_NAME, ModelSource, bounded_schema, embedded_model
+from evol.images import ImageError, ImageStore, is_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    requests: int = 0
+    batches: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    generate_s: float = 0.0
+    largest_batch: int = 0
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str, dtype: str | None) -> Any:
+    """bfloat16 on GPUs and on CPUs with bf16 instructions (about twice float32's speed on
+    the 2-core dev VM for SmolLM2), float32 elsewhere."""
+    import torch
+
+    if dtype and dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read(200_000)
+    except OSError:
+        flags = ""
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+class HFEngine:
+    """One loaded model and everything needed to run batches of requests through it."""
+
+    def __init__(self, source: ModelSource, *, images: ImageStore | None = None, device: str = "auto",
+                 dtype: str | None = None, max_new_tokens: int = 1024, max_string: int = 200,
+                 max_items: int = 5, cache: str | None = "auto"):
+        import transformers
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        self.source = source
+        self.images = images or ImageStore(None)
+        self.device = pick_device(device)
+        self.max_new_tokens = max_new_tokens
+        self.max_string, self.max_items = max_string, max_items
+        # a preallocated KV cache halves the time per decode step on CPU (no concatenation per
+        # step); on GPUs transformers would compile the model for every new cache shape
+        self.cache = ("static" if self.device == "cpu" else None) if cache == "auto" else cache
+        self.vision = not source.text_only
+        torch_dtype = pick_dtype(self.device, dtype)
+        kw: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+        t0 = time.monotonic()
+        try:
+            if self.vision:
+                self.processor = transformers.AutoProcessor.from_pretrained(source.folder, **kw)
+                self.tokenizer = self.processor.tokenizer
+                model_cls = transformers.AutoModelForImageTextToText
+            else:
+                self.processor = None
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(source.folder, **kw)
+                model_cls = transformers.AutoModelForCausalLM
+            if self.device != "cpu":
+                kw["device_map"] = self.device  # weights go straight to the GPU, not through host memory
+            with _quiet_gguf():
+                self.model = model_cls.from_pretrained(source.folder, dtype=torch_dtype, **kw).eval()
+            if self.device == "cpu":
+                self.model.to("cpu")
+        except (OSError, ValueError, ImportError) as exc:
+            raise BackendError(f"cannot load model {source.describe()}: {exc}") from None
+        self.load_s = time.monotonic() - t0
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if not self.tokenizer.chat_template and not (self.processor and self.processor.chat_template):
+            raise BackendError(f"model {source.describe()} has no chat template")
+        from evol.backends.decoding import GrammarCache
+
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        self.grammars = GrammarCache(self.tokenizer, vocab_size=vocab)
+        self.vocab_size = vocab
+        eos = self.tokenizer.eos_token_id
+        self.stop_ids = sorted(set(self.grammars.stop_ids) | ({eos} if eos is not None else set()))
+        self.stats = EngineStats()
+        self._lock = threading.Lock()
+        self._warned_images = False
+
+    # -- prompts --------------------------------------------------------------------
+    def _chat(self, request: Request) -> tuple[list[dict[str, Any]], list[Any]]:
+        """The request as chat-template messages, and its images (PIL) in order."""
+        messages, pictures = [], []
+        for msg in request.messages:
+            texts = [p.text for p in msg.parts if isinstance(p, Text)]
+            refs = [p.ref for p in msg.parts if isinstance(p, Image)]
+            if not self.vision:
+                if refs and not self._warned_images:
+                    self._warned_images = True
+                    log.warning("%s is a text-only model: image parts are left out (run with --no-images "
+                                "so the prompts describe the pictures in words)", self.source.describe())
+                messages.append({"role": msg.role, "content": "\n\n".join(texts)})
+                continue
+            content: list[dict[str, Any]] = []
+            for part in msg.parts:
+                if isinstance(part, Image):
+                    pictures.append(self._load_image(part.ref))
+                    content.append({"type": "image"})
+                else:
+                    content.append({"type": "text", "text": part.text})
+            messages.append({"role": msg.role, "content": content})
+        return messages, pictures
+
+    def _load_image(self, ref: str) -> Any:
+        from PIL import Image as PILImage, ImageOps
+
+        try:
+            if ref[:5].lower() == "data:":
+                raw = base64.b64decode(ref.partition(",")[2])
+            elif is_url(ref):
+                raise ImageError(f"remote images are not fetched by a local backend: {ref}")
+            else:
+                raw = self.images.resolve(ref).read_bytes()
+            with PILImage.open(io.BytesIO(raw)) as img:
+                img.load()
+                out = ImageOps.exif_transpose(img).convert("RGB")
+        except ImageError:
+            raise
+        except OSError as exc:
+            raise ImageError(f"image cannot be read: {ref} ({exc})") from None
+        except Exception:
+            raise ImageError(f"image is corrupt or not an image: {ref}") from None
+        side = self.images.max_side
+        if side and max(out.size) > side:
+            out.thumbnail((side, side))
+        return out
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
+        owner = self.processor if self.vision else self.tokenizer
+        return owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    # -- one batch ------------------------------------------------------------------
+    def run(self, requests: list[Request]) -> list[Reply | BackendError]:
+        """Answer a batch: a `Reply` or a `BackendError` per request, in order."""
+        with self._lock:
+            return self._run(requests)
+
+    def _run(self, requests: list[Request]) -> list[Reply | BackendError]:
+        results: list[Reply | BackendError | None] = [None] * len(requests)
+        ready: list[_Prepared] = []
+        for i, req in enumerate(requests):
+            try:
+                messages, imgs = self._chat(req)
+                ready.append(_Prepared(i, req, self._render(messages), imgs, self._row_spec(req)))
+            except ImageError as exc:
+                results[i] = BackendError(f"{req.tag or 'request'}: {exc}")
+            except Exception as exc:  # a template or schema this model cannot take
+                results[i] = BackendError(f"{req.tag or 'request'}: cannot prepare the request: {exc}")
+        for group in _by_length(ready):
+            for p, reply in zip(group, self._generate_group(group)):
+                results[p.index] = reply
+        return results  # type: ignore[return-value]
+
+    def _generate_group(self, group: list[_Prepared]) -> list[Reply | BackendError]:
+        try:
+            return self._generate([p.prompt for p in group], [im for p in group for im in p.images],
+                                  [p.row for p in group], [p.request for p in group])
+        except Exception as exc:
+            if _out_of_memory(exc) and len(group) > 1:  # halve the batch and try again
+                log.warning("out of memory on a batch of %d; splitting it", len(group))
+                self._free_memory()
+                half = len(group) // 2
+                return self._generate_group(group[:half]) + self._generate_group(group[half:])
+            log.exception("batch of %d failed", len(group))
+            return [BackendError(f"{p.request.tag or 'request'}: generation failed: {exc!r}") for p in group]
+
+    def _free_memory(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def _row_spec(self, request: Request):
+        from evol.backends.decoding import RowSpec
+
+        s = request.sampling
+        grammar = None
+        if request.schema is not None:
+            grammar = self.grammars.json_schema(bounded_schema(request.schema, self.max_string, self.max_items))
+        return RowSpec(grammar=grammar, temperature=s.temperature, top_p=s.top_p, seed=s.seed,
+                       max_new_tokens=max(1, min(s.max_tokens, self.max_new_tokens)))
+
+    def _generate(self, prompts: list[str], pictures: list[Any], rows: list, requests: list[Request]) -> list[Reply | BackendError]:
+        import torch
+
+        from evol.backends.decoding import RowController
+
+        if self.vision:
+            inputs = self.processor(text=prompts, images=pictures or None, padding=True,
+                                    add_special_tokens=False, return_tensors="pt")
+        else:
+            inputs = self.tokenizer(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        controller = RowController(rows, self.stop_ids, self.vocab_size, banned=self.grammars.control_ids)
+        t0 = time.monotonic()
+        with torch.inference_mode():
+            try:
+                out = self._decode(inputs, controller, rows)
+            except Exception as exc:
+                if self.cache is None:
+                    raise
+                log.warning("%s: generation with a %s KV cache failed (%r); using the default cache from now on",
+                            self.source.describe(), self.cache, exc)
+                self.cache = None
+                controller = RowController(rows, self.stop_ids, self.vocab_size, banned=self.grammars.control_ids)
+                out = self._decode(inputs, controller, rows)
+        elapsed = time.monotonic() - t0
+        prompt_len = inputs["input_ids"].shape[1]
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        replies: list[Reply | BackendError] = []
+        for i, (req, row) in enumerate(zip(requests, rows)):
+            tokens = out[i, prompt_len:].tolist()
+            n = next((k for k, t in enumerate(tokens) if t in self.stop_ids), len(tokens))
+            text = self.tokenizer.decode(tokens[:n], skip_special_tokens=True)
+            stopped = n < len(tokens) and not controller.at_limit[i]  # the model chose to stop
+            reply = Reply(text=text, tokens_in=int(lengths[i]), tokens_out=n + (1 if stopped else 0),
+                          finish_reason="stop" if stopped else "length")
+            self.stats.tokens_in += reply.tokens_in
+            self.stats.tokens_out += reply.tokens_out
+            replies.append(self._with_data(req, reply, controller.broken[i]))
+        self.stats.requests += len(requests)
+        self.stats.batches += 1
+        self.stats.generate_s += elapsed
+        self.stats.largest_batch = max(self.stats.largest_batch, len(requests))
+        return replies
+
+    def _decode(self, inputs: Any, controller: Any, rows: list) -> Any:
+        from transformers import LogitsProcessorList
+
+        return self.model.generate(
+            **inputs, max_new_tokens=max(r.max_new_tokens for r in rows) + 1, do_sample=False,
+            num_beams=1, temperature=None, top_p=None, top_k=None, cache_implementation=self.cache,
+            logits_processor=LogitsProcessorList([controller]),
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids)
+
+    @staticmethod
+    def _with_data(request: Request, reply: Reply, broken: str | None) -> Reply | BackendError:
+        if request.schema is None:
+            return reply
+        tag = request.tag or "request"
+        if broken:
+            return ReplyParseError(f"{tag}: constrained decoding broke off ({broken})")
+        try:
+            reply.data = json.loads(reply.text, strict=False)  # the usual case: the schema's JSON
+        except ValueError:
+            if reply.finish_reason == "length":  # a part of it would parse, but it is not the answer
+                return ReplyParseError(f"{tag}: the JSON answer was cut off at the token limit "
+                                       f"({reply.tokens_out} tokens): {reply.text[:80]!r}...")
+            try:
+                reply.data = extract_json(reply.text)
+            except ReplyParseError as exc:
+                return ReplyParseError(f"{tag}: no usable JSON: {exc}")
+        return reply
+
+
+@dataclass
+class _Prepared:
+    """A request turned into its prompt text, images and decoding spec; `index` in the batch."""
+
+    index: int
+    request: Request
+    prompt: str
+    images: list[Any]
+    row: Any
+
+    @property
+    def size(self) -> int:  # a cheap stand-in for the prompt's length in tokens
+        return len(self.prompt)
+
+
+def _by_length(ready: list[_Prepared], spread: float = 1.5) -> list[list[_Prepared]]:
+    """Split a batch where prompt sizes differ by more than `spread`: padding a 900-token judge
+    prompt to a 2,000-token operator prompt would double its prefill, which dominates on CPU."""
+    groups: list[list[_Prepared]] = []
+    for p in sorted(ready, key=lambda p: p.size):
+        if groups and p.size <= spread * max(1, groups[-1][0].size):
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+@contextlib.contextmanager
+def _quiet_gguf():
+    """transformers draws a tqdm bar per GGUF tensor whatever its own progress setting."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+
+
+@dataclass
+class _Job:
+    request: Request
+    future: asyncio.Future = field(repr=False)
+
+
+class HFBackend:
+    """`Backend` over an `HFEngine`; requests that arrive together are decoded as one batch."""
+
+    def __init__(self, engine: HFEngine, *, name: str | None = None, max_batch: int = 8,
+                 batch_window: float = 0.02):
+        self.engine = engine
+        self.model = name or engine.source.describe()
+        self.max_batch = max(1, max_batch)
+        self.batch_window = batch_window
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._worker: asyncio.Task | None = None
+
+    @property
+    def text_only(self) -> bool:
+        return not self.engine.vision
+
+    async def complete(self, request: Request) -> Reply:
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
+            self._queue = asyncio.Queue()  # one worker per event loop (tests run several)
+            self._worker = asyncio.create_task(self._drain(), name="hf-backend-worker")
+        future = loop.create_future()
+        self._queue.put_nowait(_Job(request, future))
+        result = await future
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        assert queue is not None
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + self.batch_window
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), left))
+                except (asyncio.TimeoutError, TimeoutError):
+                    break
+            batch = [j for j in batch if not j.future.done()]  # callers that gave up
+            if not batch:
+                continue
+            try:
+                results = await asyncio.to_thread(self.engine.run, [j.request for j in batch])
+            except Exception as exc:  # pragma: no cover - engine.run catches per batch
+                results = [BackendError(f"{j.request.tag or 'request'}: {exc!r}") for j in batch]
+            for job, res in zip(batch, results):
+                if not job.future.done():
+                    job.future.set_result(res)
+
+    async def aclose(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+
+def load_hf_backend(path: str | None, *, images: ImageStore, device: str = "auto", max_batch: int = 8,
+                    max_new_tokens: int = 1024, name: str | None = None) -> HFBackend:
+    """An `HFBackend` on the model at `path`, or on the embedded default when `path` is None."""
+    from evol.backends.local import model_source
+
+    source = embedded_model() if path is None else model_source(path)
+    engine = HFEngine(source, images=images, device=device, max_new_tokens=max_new_tokens)
+    label = name or (EMBEDDED_NAME if path is None else str(path))
+    return HFBackend(engine, name=label, max_batch=max_batch)

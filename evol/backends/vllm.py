@@ -1,0 +1,188 @@
+"""A `Backend` on offline vLLM (`vllm.LLM` in this process, no server).
+
+vLLM schedules continuously: it is fastest when it is handed many requests at once. The
+backend therefore gathers the requests that arrive within a short window (and all those
+that arrive while the engine is busy) and passes the whole list to one ``LLM.chat`` call
+in a worker thread. Images travel as ``image_url`` parts holding data URLs made by the
+`ImageStore` (the same downscaling as the OpenAI backend); a JSON schema becomes the
+engine's structured-output constraint (``StructuredOutputsParams`` in current vLLM,
+``GuidedDecodingParams`` in releases before 0.12).
+
+The request-building functions (`chat_messages`, `sampling_spec`, `sampling_params`) are
+plain functions so they can be tested where vLLM is not installed (it needs a GPU and a
+CUDA build of torch: ``pip install 'evol[vllm]'`` on such a machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from evol.backends.base import BackendError, Image, Reply, ReplyParseError, Request, Text
+from evol.backends.jsonfix import extract_json
+from evol.images import ImageError, ImageStore
+
+log = logging.getLogger(__name__)
+
+
+def chat_messages(request: Request, images: ImageStore) -> list[dict[str, Any]]:
+    """The request as OpenAI-style chat messages; local images become data URLs."""
+    out: list[dict[str, Any]] = []
+    for msg in request.messages:
+        parts: list[dict[str, Any]] = []
+        for part in msg.parts:
+            if isinstance(part, Text):
+                parts.append({"type": "text", "text": part.text})
+            elif isinstance(part, Image):
+                parts.append({"type": "image_url", "image_url": {"url": images.data_url(part.ref)}})
+        if len(parts) == 1 and parts[0]["type"] == "text":
+            out.append({"role": msg.role, "content": parts[0]["text"]})
+        else:
+            out.append({"role": msg.role, "content": parts})
+    return out
+
+
+def sampling_spec(request: Request, max_tokens: int | None = None) -> dict[str, Any]:
+    """Engine-independent sampling settings: the keyword arguments of ``SamplingParams``
+    plus ``json`` (the schema to constrain to, or None)."""
+    s = request.sampling
+    spec: dict[str, Any] = {
+        "temperature": max(0.0, s.temperature),
+        "top_p": s.top_p if 0 < s.top_p <= 1 else 1.0,
+        "max_tokens": min(s.max_tokens, max_tokens) if max_tokens else s.max_tokens,
+        "json": request.schema,
+    }
+    if s.seed is not None:
+        spec["seed"] = s.seed
+    return spec
+
+
+def sampling_params(spec: dict[str, Any], sp: ModuleType) -> Any:
+    """``vllm.sampling_params.SamplingParams`` for `spec`; `sp` is that module."""
+    kwargs = {k: v for k, v in spec.items() if k != "json"}
+    schema = spec.get("json")
+    if schema is not None:
+        if hasattr(sp, "StructuredOutputsParams"):
+            kwargs["structured_outputs"] = sp.StructuredOutputsParams(json=schema)
+        elif hasattr(sp, "GuidedDecodingParams"):
+            kwargs["guided_decoding"] = sp.GuidedDecodingParams(json=schema)
+        else:
+            raise BackendError("this vLLM offers no structured (JSON-schema) decoding")
+    return sp.SamplingParams(**kwargs)
+
+
+def reply_from_output(request: Request, output: Any) -> Reply:
+    """A `Reply` from one ``RequestOutput``; `ReplyParseError` when the schema was not met."""
+    done = output.outputs[0]
+    reply = Reply(text=done.text, tokens_in=len(output.prompt_token_ids or ()),
+                  tokens_out=len(done.token_ids or ()), finish_reason=done.finish_reason)
+    if request.schema is not None:
+        try:
+            reply.data = extract_json(reply.text)
+        except ReplyParseError as exc:
+            cut = " (cut off at max_tokens)" if reply.finish_reason == "length" else ""
+            raise ReplyParseError(f"{request.tag or 'request'}: no usable JSON{cut}: {exc}") from None
+    return reply
+
+
+@dataclass
+class _Job:
+    request: Request
+    future: asyncio.Future = field(repr=False)
+
+
+class VLLMBackend:
+    """`Backend` over a ``vllm.LLM``; pending requests go to the engine together."""
+
+    def __init__(self, llm: Any, *, name: str, images: ImageStore, window: float = 0.05,
+                 max_tokens: int | None = None):
+        from vllm import sampling_params as sp  # the caller has loaded vLLM already
+
+        self.llm, self.model, self.images = llm, name, images
+        self.window, self.max_tokens = window, max_tokens
+        self._sp = sp
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._worker: asyncio.Task | None = None
+        self.stats = {"requests": 0, "engine_calls": 0, "largest_call": 0}
+
+    async def complete(self, request: Request) -> Reply:
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
+            self._queue = asyncio.Queue()  # one worker per event loop (tests run several)
+            self._worker = asyncio.create_task(self._drain(), name="vllm-backend-worker")
+        future = loop.create_future()
+        self._queue.put_nowait(_Job(request, future))
+        result = await future
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        while True:
+            jobs = [await queue.get()]
+            await asyncio.sleep(self.window)  # let the requests arriving together join
+            while not queue.empty():
+                jobs.append(queue.get_nowait())
+            jobs = [j for j in jobs if not j.future.done()]
+            if not jobs:
+                continue
+            results = await asyncio.to_thread(self._run, [j.request for j in jobs])
+            for job, res in zip(jobs, results):
+                if not job.future.done():
+                    job.future.set_result(res)
+
+    def _run(self, requests: list[Request]) -> list[Reply | BackendError]:
+        results: list[Reply | BackendError | None] = [None] * len(requests)
+        convs, params, idx = [], [], []
+        for i, req in enumerate(requests):
+            try:
+                convs.append(chat_messages(req, self.images))
+                params.append(sampling_params(sampling_spec(req, self.max_tokens), self._sp))
+                idx.append(i)
+            except ImageError as exc:
+                results[i] = BackendError(f"{req.tag or 'request'}: {exc}")
+            except BackendError as exc:
+                results[i] = BackendError(f"{req.tag or 'request'}: {exc}")
+        if idx:
+            self.stats["engine_calls"] += 1
+            self.stats["largest_call"] = max(self.stats["largest_call"], len(idx))
+            try:
+                outputs = self.llm.chat(convs, sampling_params=params, use_tqdm=False)
+            except Exception as exc:
+                log.exception("vLLM failed on %d requests", len(idx))
+                outputs = [BackendError(f"vLLM failed: {exc!r}")] * len(idx)
+            for i, out in zip(idx, outputs):
+                if isinstance(out, BackendError):
+                    results[i] = BackendError(f"{requests[i].tag or 'request'}: {out}")
+                    continue
+                try:
+                    results[i] = reply_from_output(requests[i], out)
+                except BackendError as exc:
+                    results[i] = exc
+        self.stats["requests"] += len(requests)
+        return results  # type: ignore[return-value]
+
+    async def aclose(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+
+def load_vllm_backend(path: str, *, images: ImageStore, name: str | None = None, max_images: int = 8,
+                      **engine_kw: Any) -> VLLMBackend:
+    """Start vLLM on the model at `path` (a local folder) in this process."""
+    try:
+        import vllm
+    except ImportError:
+        raise BackendError(
+            "vllm is not installed: on a machine with an NVIDIA GPU run pip install 'evol[vllm]' "
+            "(it brings its own CUDA build of torch), or use --backend hf") from None
+    engine_kw.setdefault("limit_mm_per_prompt", {"image": max_images})
+    llm = vllm.LLM(model=path, **engine_kw)
+    return VLLMBackend(llm, name=name or path, images=images)

@@ -1,0 +1,110 @@
+"""The offline vLLM backend: its request building without vLLM, the engine itself where installed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from PIL import Image as PILImage
+
+from conftest import SEEDS
+from evol.backends.base import BackendError, Image, Message, ReplyParseError, Request, Sampling, Text
+from evol.backends.vllm import chat_messages, reply_from_output, sampling_params, sampling_spec
+from evol.images import ImageError, ImageStore
+
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+
+
+def make_request(*user_parts, schema=SCHEMA, sampling=Sampling(0.3, 0.9, 300, 11)) -> Request:
+    return Request(messages=(Message.text("system", "Be exact."), Message("user", tuple(user_parts))),
+                   schema=schema, sampling=sampling, tag="rec1/r1/perceptual")
+
+
+def test_messages_carry_text_as_strings_and_images_as_data_urls():
+    images = ImageStore(SEEDS, max_side=64)
+    msgs = chat_messages(make_request(Image("coffee.jpg"), Image("rocket.jpg"), Text("Compare them.")), images)
+    assert msgs[0] == {"role": "system", "content": "Be exact."}
+    parts = msgs[1]["content"]
+    assert [p["type"] for p in parts] == ["image_url", "image_url", "text"] and parts[2]["text"] == "Compare them."
+    for part in parts[:2]:
+        head, _, payload = part["image_url"]["url"].partition(",")
+        assert head == "data:image/jpeg;base64"
+        with PILImage.open(io.BytesIO(base64.b64decode(payload))) as img:
+            assert max(img.size) == 64, "downscaled like the OpenAI backend's images"
+    with pytest.raises(ImageError, match="image not found: missing.jpg"):
+        chat_messages(make_request(Image("missing.jpg"), Text("?")), images)
+
+
+def test_sampling_spec_follows_the_request():
+    spec = sampling_spec(make_request(Text("hi")), max_tokens=128)
+    assert spec == {"temperature": 0.3, "top_p": 0.9, "max_tokens": 128, "json": SCHEMA, "seed": 11}
+    plain = sampling_spec(make_request(Text("hi"), schema=None, sampling=Sampling(0.0, 1.0, 64, None)))
+    assert plain == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "json": None}
+
+
+@dataclass
+class _Params:
+    """Records the keyword arguments it was built with, like vllm's classes take them."""
+
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, **kw: Any) -> "_Params":
+        return cls(kw)
+
+
+def test_schema_becomes_structured_outputs_or_guided_decoding_by_vllm_version():
+    spec = sampling_spec(make_request(Text("hi")))
+    new = SimpleNamespace(SamplingParams=_Params.make, StructuredOutputsParams=_Params.make,
+                          GuidedDecodingParams=_Params.make)
+    params = sampling_params(spec, new)
+    assert params.kwargs["structured_outputs"].kwargs == {"json": SCHEMA}
+    assert "guided_decoding" not in params.kwargs and "json" not in params.kwargs
+    assert params.kwargs["temperature"] == 0.3 and params.kwargs["seed"] == 11
+    old = SimpleNamespace(SamplingParams=_Params.make, GuidedDecodingParams=_Params.make)
+    assert sampling_params(spec, old).kwargs["guided_decoding"].kwargs == {"json": SCHEMA}
+    with pytest.raises(BackendError, match="no structured"):
+        sampling_params(spec, SimpleNamespace(SamplingParams=_Params.make))
+    assert "structured_outputs" not in sampling_params(sampling_spec(make_request(Text("x"), schema=None)), new).kwargs
+
+
+def _output(text: str, finish: str = "stop") -> SimpleNamespace:
+    return SimpleNamespace(prompt_token_ids=[1] * 17,
+                           outputs=[SimpleNamespace(text=text, token_ids=[5] * 9, finish_reason=finish)])
+
+
+def test_replies_are_parsed_and_a_cut_answer_says_so():
+    reply = reply_from_output(make_request(Text("hi")), _output('{"answer": "two cups"}'))
+    assert reply.data == {"answer": "two cups"} and (reply.tokens_in, reply.tokens_out) == (17, 9)
+    with pytest.raises(ReplyParseError, match=r"rec1/r1/perceptual: no usable JSON \(cut off at max_tokens\)"):
+        reply_from_output(make_request(Text("hi")), _output('{"answer": "two', "length"))
+
+
+def test_vllm_engine_answers_in_schema_with_images(request):
+    """Runs only where vLLM and a GPU are present (never on the CPU dev machines)."""
+    pytest.importorskip("vllm")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("vLLM needs a GPU")
+    from evol.backends.vllm import load_vllm_backend
+
+    tiny_vlm_dir = request.getfixturevalue("tiny_vlm_dir")
+    backend = load_vllm_backend(str(tiny_vlm_dir), images=ImageStore(SEEDS), max_model_len=1024,
+                                gpu_memory_utilization=0.2, enforce_eager=True)
+    reqs = [make_request(Image("coffee.jpg"), Text("What is it?"), sampling=Sampling(0.7, 1.0, 64, k)) for k in range(3)]
+
+    async def go():
+        try:
+            return await asyncio.gather(*(backend.complete(r) for r in reqs), return_exceptions=True)
+        finally:
+            await backend.aclose()
+
+    results = asyncio.run(go())
+    assert backend.stats["engine_calls"] == 1, "requests that arrive together go to the engine together"
+    for res in results:
+        assert not isinstance(res, BackendError) or "cut off" in str(res)
