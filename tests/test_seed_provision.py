@@ -91,7 +91,7 @@ def test_unknown_generator_and_missing_input_are_clear(tmp_path):
 
 def test_demo_runs_the_whole_pipeline_offline(tmp_path):
     out = tmp_path / "demo"
-    res = run_cli("demo", "--out", str(out), "--rounds", "1")
+    res = run_cli("demo", "--out", str(out), "--rounds", "1", "--backend", "openai")
     assert res.returncode == 0, res.stderr
     seeds = read_jsonl(out / "seeds.jsonl")
     records = read_jsonl(out / "records.jsonl")
