@@ -468,3 +468,68 @@ def test_output_independent_of_hash_seed():
 def test_plural():
     assert [sb.plural(w) for w in ("cup", "person", "bus", "cherry", "knife", "traffic light", "sheep")] == [
         "cups", "people", "buses", "cherries", "knives", "traffic lights", "sheep"]
+
+
+def _pool_by_definition(ctx, category, exclude, need, avoid):
+    """_attribute_pool spelled out word by word: the dataset's words that fit, then (when
+    fewer than `need`) the vocabulary's, never a vague word or one near an excluded one."""
+    from evol.provision.vocab import CATEGORIES, attributes_in_category
+
+    def fits(w):
+        cat = attribute_category(w)
+        ok = cat == category if category is not None else cat not in avoid
+        return ok and w not in sb._VAGUE_ATTRIBUTES and not any(sb._near(w, e) for e in exclude)
+
+    out = [w for w in sorted(ctx.freq.attributes) if fits(w)]
+    if len(out) < need:
+        for c in (CATEGORIES if category is None else (category,)):
+            out += [w for w in attributes_in_category(c) if w not in out and fits(w)]
+    return out
+
+
+def test_distractor_pools_match_their_definition():
+    """The pools are remembered and filtered through precomputed near-word sets; whatever
+    the dataset and the right answer, they must hold exactly the words the rule gives."""
+    from collections import Counter
+
+    from evol.provision.vocab import CATEGORIES, _attribute_table
+
+    rnd = random.Random(3)
+    vocab = sorted(_attribute_table())
+    odd = ["dark blue", "light blue", "off white", "snow covered", "zorblax", "blue green", "wooden brown"]
+    for _ in range(12):
+        freq = Frequencies()
+        words = rnd.sample(vocab, rnd.randint(0, 150)) + odd[:rnd.randint(0, 7)]
+        freq.attributes = Counter({w: rnd.randint(1, 40) for w in words})
+        ctx = GenContext(freq=freq)
+        for _ in range(40):
+            category = rnd.choice([*CATEGORIES, None])
+            exclude = rnd.sample(vocab + odd, rnd.randint(0, 4))
+            need, avoid = rnd.randint(0, 20), tuple(rnd.sample(CATEGORIES, rnd.randint(0, 3)))
+            want = _pool_by_definition(ctx, category, exclude, need, avoid)
+            got = sb._attribute_pool(ctx, category, exclude, need, avoid)
+            assert got == want, (category, exclude, need, avoid)
+            got.append("mutated")  # the caller owns the list it gets
+            assert sb._attribute_pool(ctx, category, exclude, need, avoid) == want
+
+
+def test_box_text_fast_path_matches_the_general_format():
+    for box in ([0.1, 0.25, 0.5, 1.0], (0, 1, 0.333, 0.6666), [0.005, 0.015, 0.125, 0.995]):
+        assert fmt_box(box) == "[" + ", ".join(f"{v:.2f}" for v in box) + "]"
+    assert fmt_box([0.5, 0.25]) == "[0.50, 0.25]"
+
+
+def test_weighted_draw_is_the_standard_librarys():
+    """Rare-first draws skip `random.choices`' overhead but must draw the same index and
+    leave the generator in the same state, or seeds files would change."""
+    from evol.provision.base import weighted_index
+
+    rnd = random.Random(9)
+    for trial in range(300):
+        weights = [rnd.choice([1.0, 0.5, 0.05, rnd.random()]) for _ in range(rnd.randint(1, 40))]
+        a, b = random.Random(trial), random.Random(trial)
+        assert [weighted_index(a, weights) for _ in range(5)] == [
+            b.choices(range(len(weights)), weights=weights, k=1)[0] for _ in range(5)]
+        assert a.getstate() == b.getstate()
+    with pytest.raises(ValueError):
+        weighted_index(random.Random(0), [0.0, 0.0])

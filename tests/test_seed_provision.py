@@ -112,3 +112,76 @@ def test_every_generator_names_skills_from_the_shared_ability_list():
     assert len(GENERATORS) == 38 and sum(g.multi for g in GENERATORS.values()) == 14
     for name, gen in GENERATORS.items():
         assert gen.skills and set(gen.skills) <= nine, (name, gen.skills)
+
+
+def _sample_graphs():
+    from evol.provision.loaders import load_provision
+
+    return [g for g in load_provision(GRAPHS, masks_dir=GRAPHS / "masks", image_root=SEEDS)
+            if not isinstance(g, Exception)]
+
+
+def test_records_built_without_validation_are_the_validated_records():
+    """seed.py builds records directly, skipping pydantic validation: they must equal what
+    validation gives, field for field, and the per-image rng the one derived_rng gives."""
+    from evol.provision.base import Frequencies, GenContext
+    from evol.provision.seed import _rng_maker, derived_rng, provision_records
+    from evol.records import Record
+
+    graphs = _sample_graphs()
+    freq = Frequencies()
+    for g in graphs:
+        freq.add(g)
+    records = list(provision_records(graphs, ctx=GenContext(freq=freq), seed=3, group_sizes=[2]))
+    assert len(records) > 50 and any(len(r.images) == 2 for r in records)
+    for r in records:
+        again = Record.model_validate_json(r.model_dump_json())
+        assert again == r and again.model_dump() == r.model_dump()
+        assert r.model_fields_set == again.model_fields_set == set(Record.model_fields)
+        assert r.items[0].model_fields_set == set(type(r.items[0]).model_fields)
+        assert all(ob == type(ob)(label=ob.label, box=ob.box) for ob in r.objects)
+    make = _rng_maker(5, "img-1", "img-2")
+    for name in ("count_objects", "sg_relation_qa"):
+        assert make(name).getrandbits(64) == derived_rng(5, "img-1", "img-2", name).getrandbits(64)
+
+
+def test_direct_model_builder_falls_back_when_the_model_does_not_fit():
+    from pydantic import BaseModel
+
+    from evol.provision.seed import _builder
+
+    class Pair(BaseModel):
+        a: int
+        b: list[int] = []
+
+    fast = _builder(Pair, ("a", "b"))({"a": 1, "b": [2]})
+    assert fast == Pair(a=1, b=[2]) and fast.model_fields_set == {"a", "b"}
+    slow = _builder(Pair, ("a",))({"a": 1})  # names other than the fields: plain model_construct
+    assert slow == Pair(a=1) and slow.model_fields_set == {"a"}
+
+
+def test_a_streamed_graph_is_freed_without_the_cycle_collector():
+    """Per-graph caches must not form reference cycles through the graph: a stream would
+    otherwise keep every image's masks until the cyclic collector happens to run."""
+    import gc
+    import weakref
+
+    from evol.provision.base import Frequencies, GenContext
+    from evol.provision.seed import provision_records
+
+    graphs = _sample_graphs()
+    assert all(g.masks is not None and g.depth is not None for g in graphs)
+    freq = Frequencies()
+    for g in graphs:
+        freq.add(g)
+    refs = [weakref.ref(g) for g in graphs]
+    gc.collect()
+    gc.disable()
+    try:
+        stream = iter(graphs)
+        del graphs, g
+        n = sum(1 for _ in provision_records(stream, ctx=GenContext(freq=freq), seed=1))
+        assert n > 50
+        assert [r() is None for r in refs[:-1]] == [True] * (len(refs) - 1)  # the last may stay cached
+    finally:
+        gc.enable()

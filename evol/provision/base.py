@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from itertools import accumulate
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from evol.provision.graph import SceneGraph
 
@@ -46,20 +48,29 @@ class Frequencies:
     relations: Counter = field(default_factory=Counter)
 
     _sorted_attributes: list[str] | None = field(default=None, repr=False, compare=False)
+    _sorted_relations: list[str] | None = field(default=None, repr=False, compare=False)
 
     def add(self, graph: SceneGraph) -> None:
         for ob in graph.objects:
             self.objects[ob.label] += 1
             self.attributes.update(ob.attributes)
         self.relations.update(r.predicate for r in graph.relations)
-        self._sorted_attributes = None
+        self._sorted_attributes = self._sorted_relations = None
 
     @property
     def sorted_attributes(self) -> list[str]:
-        """Every attribute seen, sorted (kept until the next `add`: generators ask often)."""
-        if self._sorted_attributes is None:
+        """Every attribute seen, sorted: the same list object until the next `add` (or a key
+        added to the counter directly), since generators ask often and key caches on it."""
+        if self._sorted_attributes is None or len(self._sorted_attributes) != len(self.attributes):
             self._sorted_attributes = sorted(self.attributes)
         return self._sorted_attributes
+
+    @property
+    def sorted_relations(self) -> list[str]:
+        """Every predicate seen, sorted; kept like `sorted_attributes`."""
+        if self._sorted_relations is None or len(self._sorted_relations) != len(self.relations):
+            self._sorted_relations = sorted(self.relations)
+        return self._sorted_relations
 
 
 @dataclass
@@ -73,13 +84,37 @@ class GenContext:
 
 def weight_rare(count: int) -> float:
     """Sampling weight that falls with how common a thing is in the dataset."""
-    return 1.0 / math.sqrt(1 + count)
+    w = _WEIGHTS.get(count)
+    if w is None:
+        w = 1.0 / math.sqrt(1 + count)
+        if len(_WEIGHTS) < 1 << 16:
+            _WEIGHTS[count] = w
+    return w
+
+
+_WEIGHTS: dict[int, float] = {}  # count -> weight_rare(count), for the counts met so far
+
+
+def rare_weights(counts: Iterable[int]) -> list[float]:
+    """`[weight_rare(c) for c in counts]`, with the weights looked up once computed."""
+    known = _WEIGHTS
+    return [known[c] if c in known else weight_rare(c) for c in counts]
+
+
+def weighted_index(rng: random.Random, weights: Sequence[float]) -> int:
+    """`rng.choices(range(len(weights)), weights=weights, k=1)[0]`, step for step as the
+    standard library does it (cumulative sums, one `random()`, bisect), so the draws and
+    the generator's state afterwards are the same, without the call's general overhead."""
+    cum = list(accumulate(weights))
+    total = cum[-1] + 0.0
+    if total <= 0.0 or not math.isfinite(total):
+        raise ValueError("weights must have a positive, finite total")
+    return bisect(cum, rng.random() * total, 0, len(cum) - 1)
 
 
 def pick_rare(rng: random.Random, items: Sequence[T], count_of: Callable[[T], int]) -> T:
     """Draw one of `items`, favouring those whose dataset count is low."""
-    weights = [weight_rare(count_of(x)) for x in items]
-    return rng.choices(items, weights=weights, k=1)[0]
+    return items[weighted_index(rng, rare_weights([count_of(x) for x in items]))]
 
 
 class RarePool:
@@ -90,14 +125,14 @@ class RarePool:
 
     def __init__(self, items: Sequence, counts: Sequence[int]):
         self.items = list(items)
-        self.weights = [weight_rare(c) for c in counts]
+        self.weights = rare_weights(counts)
 
     def __bool__(self) -> bool:
         return bool(self.items)
 
     def draw(self, rng: random.Random) -> int:
         """Index of a drawn item (left in the pool)."""
-        return rng.choices(range(len(self.items)), weights=self.weights, k=1)[0]
+        return weighted_index(rng, self.weights)
 
     def pop(self, k: int):
         self.weights.pop(k)
@@ -118,7 +153,14 @@ def number(n: int, ctx: GenContext) -> str:
 
 
 def fmt_box(box: Sequence[float]) -> str:
+    if len(box) == 4:
+        return "[%.2f, %.2f, %.2f, %.2f]" % tuple(box)
     return "[" + ", ".join(f"{v:.2f}" for v in box) + "]"
+
+
+def box_texts(graph: SceneGraph) -> list[str]:
+    """Every object's normalised box as questions write it (`fmt_box`), kept with the graph."""
+    return graph.derived("box_texts", lambda g: [fmt_box(b) for b in g.norm_boxes()])
 
 
 def as_multiple_choice(rng: random.Random, answer: str, distractors: Sequence[str], n_choices: int) -> list[str] | None:

@@ -9,12 +9,15 @@ never reload or recompute them.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 class GraphError(ValueError):
@@ -54,6 +57,8 @@ class SceneGraph:
     caption: str | None = None
     source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # derived data shared by generators (see `derived`); never part of the graph's value
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def validate(self) -> "SceneGraph":
         """Raise `GraphError` naming the image on anything the generators cannot trust."""
@@ -82,12 +87,12 @@ class SceneGraph:
                 # A mask belongs to its box: clipping it once here lets per-object work
                 # (object depth, points on objects) read the box region only.
                 x1, y1, x2, y2 = self.objects[i].box
-                x1, y1, x2, y2 = int(x1), int(y1), int(np.ceil(x2)), int(np.ceil(y2))
+                x1, y1, x2, y2 = int(x1), int(y1), math.ceil(x2), math.ceil(y2)
                 if m.flags.writeable:
                     m[:y1] = False
                     m[y2:] = False
-                    m[:, :x1] = False
-                    m[:, x2:] = False
+                    m[y1:y2, :x1] = False  # the rows outside were just cleared whole
+                    m[y1:y2, x2:] = False
                 else:
                     clipped = np.zeros_like(m)
                     clipped[y1:y2, x1:x2] = m[y1:y2, x1:x2]
@@ -95,6 +100,20 @@ class SceneGraph:
         return self
 
     # -- derived, computed once ---------------------------------------------------------
+    def derived(self, key: str, build: Callable[["SceneGraph"], T]) -> T:
+        """`build(self)`, computed on the first call with this key and kept with the graph.
+
+        Generators use it for per-graph data several of them need (object lists, counts,
+        box texts), so each image pays for it once. Keys are namespaced by the caller
+        (e.g. "basic.ranges"). Like the cached properties here, it assumes the graph is
+        not changed after the generators start reading it.
+        """
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = build(self)
+            return value
+
     @cached_property
     def label_counts(self) -> Counter:
         return Counter(ob.label for ob in self.objects)
@@ -103,10 +122,22 @@ class SceneGraph:
         return self.label_counts[self.objects[i].label] == 1
 
     def norm_box(self, i: int, digits: int = 2) -> list[float]:
-        """Object i's box normalised to 0-1 (x by width, y by height)."""
+        """Object i's box normalised to 0-1 (x by width, y by height); a new list each call."""
+        if digits == 2:
+            return list(self._norm_boxes[i])
         x1, y1, x2, y2 = self.objects[i].box
         w, h = self.width, self.height
         return [round(x1 / w, digits), round(y1 / h, digits), round(x2 / w, digits), round(y2 / h, digits)]
+
+    def norm_boxes(self) -> list[tuple[float, float, float, float]]:
+        """Every object's `norm_box` (2 digits), computed once: do not change the list."""
+        return self._norm_boxes
+
+    @cached_property
+    def _norm_boxes(self) -> list[tuple[float, float, float, float]]:
+        w, h = self.width, self.height
+        return [(round(x1 / w, 2), round(y1 / h, 2), round(x2 / w, 2), round(y2 / h, 2))
+                for x1, y1, x2, y2 in (ob.box for ob in self.objects)]
 
     @cached_property
     def object_depths(self) -> list[int | None]:
@@ -117,7 +148,7 @@ class SceneGraph:
         for i, ob in enumerate(self.objects):
             # only the box is scanned: validate() clips each mask to its object's box
             x1, y1 = int(ob.box[0]), int(ob.box[1])
-            x2, y2 = int(np.ceil(ob.box[2])), int(np.ceil(ob.box[3]))
+            x2, y2 = math.ceil(ob.box[2]), math.ceil(ob.box[3])
             region = self.depth[y1:y2, x1:x2]
             if self.masks is not None:
                 values = region[self.masks[i][y1:y2, x1:x2]]

@@ -12,7 +12,9 @@ import hashlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
+
+from pydantic import BaseModel
 
 from evol.provision import generators as _generators  # noqa: F401  (registers them all)
 from evol.provision.base import GENERATORS, QA, GenContext, Generator
@@ -22,8 +24,54 @@ from evol.records import Item, Obj, Record
 
 
 def derived_rng(seed: int, *parts: str) -> random.Random:
+    """A generator seeded from sha256 of the parts: the same in every process and hash seed."""
     digest = hashlib.sha256("\x1f".join([str(seed), *parts]).encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _rng_maker(seed: int, *parts: str):
+    """`name -> derived_rng(seed, *parts, name)`, hashing the shared prefix only once."""
+    prefix = hashlib.sha256(("\x1f".join([str(seed), *parts]) + "\x1f").encode())
+
+    def make(name: str) -> random.Random:
+        h = prefix.copy()
+        h.update(name.encode())
+        return random.Random(int.from_bytes(h.digest()[:8], "big"))
+
+    return make
+
+
+def _builder(cls: type[BaseModel], names: tuple[str, ...]) -> Callable[[dict[str, Any]], Any]:
+    """A function that builds `cls` from a dict of already-right values, without validation.
+
+    The dict must name the fields `names`, in that order. Where `cls` has exactly those
+    fields and `model_construct` would only fill `__dict__` and pydantic's bookkeeping,
+    the builder does that directly (same `__dict__`, every field marked set) at a fraction
+    of the cost: it runs for every QA. Should the model change so that this no longer
+    fits, the builder is plain `model_construct`.
+    """
+    plain = (tuple(cls.model_fields) == names and cls.model_config.get("extra") != "allow"
+             and not cls.__pydantic_post_init__ and not cls.__private_attributes__
+             and not cls.__pydantic_root_model__)
+    if not plain:
+        return lambda values: cls.model_construct(**values)
+    new, put, every = cls.__new__, object.__setattr__, frozenset(names)
+
+    def build(values: dict[str, Any]) -> Any:
+        m = new(cls)
+        put(m, "__dict__", values)
+        put(m, "__pydantic_fields_set__", set(every))
+        put(m, "__pydantic_extra__", None)
+        put(m, "__pydantic_private__", None)
+        return m
+
+    return build
+
+
+_obj = _builder(Obj, ("label", "box"))
+_item = _builder(Item, ("id", "question", "answer", "objects", "skills", "format", "steps", "options", "parent",
+                        "verdict"))
+_record = _builder(Record, ("id", "images", "caption", "objects", "items", "versions", "source", "meta"))
 
 
 @dataclass
@@ -45,12 +93,19 @@ def select_generators(names: list[str] | None, multi: bool) -> list[Generator]:
     return [g for g in chosen if g.multi == multi]
 
 
+def _unit(v: float) -> float:
+    return round(1.0 if v > 1.0 else 0.0 if v < 0.0 else v, 3)
+
+
 def _objects(graph: SceneGraph) -> list[Obj]:
+    """The objects with boxes normalised to 0-1 and rounded to 3 places, as `Obj` would
+    validate them (clamped first, so they always pass)."""
+    w, h = graph.width, graph.height
     out = []
-    for i, ob in enumerate(graph.objects):
+    for ob in graph.objects:
         x1, y1, x2, y2 = ob.box
-        box = [min(1.0, max(0.0, v)) for v in (x1 / graph.width, y1 / graph.height, x2 / graph.width, y2 / graph.height)]
-        out.append(Obj(label=ob.label, box=[round(v, 3) for v in box]))
+        box = [_unit(x1 / w), _unit(y1 / h), _unit(x2 / w), _unit(y2 / h)]
+        out.append(_obj({"label": ob.label, "box": box}))
     return out
 
 
@@ -62,36 +117,40 @@ def _caption(graphs: list[SceneGraph]) -> str:
 
 def qa_record(qa: QA, graphs: list[SceneGraph], k: int, caption: str, objects: list[Obj]) -> Record:
     """One seed record for one QA; `caption` and `objects` are computed once per image (group)."""
-    ids = [g.image_id for g in graphs]
+    return _qa_record(qa, [g.image_id for g in graphs], [g.image for g in graphs], k, caption, objects)
+
+
+def _qa_record(qa: QA, ids: list[str], images: list[str], k: int, caption: str, objects: list[Obj]) -> Record:
     rid = f"{'+'.join(ids)}-{qa.generator}-{k}"
-    # model_construct: every field is built right here from checked graphs, and
+    # built without validation: every field is made right here from checked graphs, and
     # validating ~40 records per image would cost more than generating their QAs.
-    item = Item.model_construct(
-        id=f"{rid}#0", question=qa.question, answer=qa.answer, options=list(qa.options),
-        objects=list(qa.objects), skills=list(qa.skills),
-        format="multiple choice" if qa.options else "short answer",
-        steps=[], parent=None, verdict=None,
-    )
-    return Record.model_construct(
-        id=rid, images=[g.image for g in graphs], caption=caption, objects=objects, items=[item],
-        versions=[], source="provision",
-        meta={"generator": qa.generator, "provision": qa.metadata, "image_ids": ids},
-    )
+    item = _item({
+        "id": f"{rid}#0", "question": qa.question, "answer": qa.answer, "objects": list(qa.objects),
+        "skills": list(qa.skills), "format": "multiple choice" if qa.options else "short answer",
+        "steps": [], "options": list(qa.options), "parent": None, "verdict": None,
+    })
+    return _record({
+        "id": rid, "images": list(images), "caption": caption, "objects": objects,
+        "items": [item], "versions": [], "source": "provision",
+        "meta": {"generator": qa.generator, "provision": qa.metadata, "image_ids": list(ids)},
+    })
 
 
 def _run(gens: list[Generator], graphs: list[SceneGraph], seed: int, ctx: GenContext, n: int,
          report: SeedReport) -> Iterator[Record]:
     ids = [g.image_id for g in graphs]
+    images = [g.image for g in graphs]
     caption = None
     objects = _objects(graphs[0]) if len(graphs) == 1 else []
+    rng_for = _rng_maker(seed, *ids)  # the same generators as derived_rng(seed, *ids, name)
     for gen in gens:
-        qas = gen.generate(graphs, derived_rng(seed, *ids, gen.name), ctx, n)[:n]
+        qas = gen.generate(graphs, rng_for(gen.name), ctx, n)[:n]
         report.asked[gen.name] += n
         report.produced[gen.name] += len(qas)
         if qas and caption is None:
             caption = _caption(graphs)
         for k, qa in enumerate(qas):
-            yield qa_record(qa, graphs, k, caption, objects)
+            yield _qa_record(qa, ids, images, k, caption, objects)
 
 
 def provision_records(

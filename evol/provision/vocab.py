@@ -59,9 +59,15 @@ def normalize_label(text: str) -> str:
     return " ".join(str(text).strip().lower().split())
 
 
+_TABLE: dict[str, str] | None = None  # _attribute_table(), kept here once loaded
+
+
 def attribute_category(attr: str) -> str | None:
     """The category of a known attribute, or None for words outside the vocabulary."""
-    return _attribute_table().get(attr)
+    global _TABLE
+    if _TABLE is None:
+        _TABLE = _attribute_table()
+    return _TABLE.get(attr)
 
 
 @lru_cache(maxsize=None)
@@ -91,6 +97,7 @@ def singular_candidates(label: str) -> list[str]:
     return [f"{head} {f}" if head else f for f in dict.fromkeys(forms)]
 
 
+@lru_cache(maxsize=1 << 14)
 def is_countable(label: str) -> bool:
     """Whether "How many X?" makes sense: a concrete thing, not a role like "batter".
 
@@ -114,6 +121,7 @@ _PLURAL_OF = {
 }
 
 
+@lru_cache(maxsize=1 << 14)
 def plural(label: str) -> str:
     """English plural of a (possibly multi-word) object name: "traffic light" -> "traffic lights"."""
     words = label.split()

@@ -22,11 +22,12 @@ Only lists and sorted keys are iterated, so the output depends on the rng alone.
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+import weakref
+from functools import cached_property, lru_cache
 from typing import Callable, Sequence, TypeVar
 
-from evol.provision.base import (QA, GenContext, Generator, as_multiple_choice, draw_rare, fmt_box,
-                                 number, pick_rare, register)
+from evol.provision.base import (QA, GenContext, Generator, as_multiple_choice, box_texts, draw_rare, number,
+                                 pick_rare, register)
 from evol.provision.graph import SceneGraph
 from evol.provision import vocab
 from evol.provision.vocab import CATEGORIES, attribute_category, attributes_in_category, is_countable, plural
@@ -41,6 +42,7 @@ def _listed_names() -> frozenset[str] | None:
     return frozenset(names()) if names is not None else None
 
 
+@lru_cache(maxsize=1 << 14)
 def _is_group_label(label: str) -> bool:
     """A plural name ("cups", "people") whose box may hold several things; listed singular
     names that end in s ("glass", "bus") are not."""
@@ -207,6 +209,16 @@ def _contains(outer: Sequence[float], inner: Sequence[float]) -> bool:
     return a > 0 and _area(outer) >= a and _inter(outer, inner) >= 0.9 * a
 
 
+def _same_or_part(a: Sequence[float], b: Sequence[float]) -> bool:
+    """`_iou(a, b) >= 0.5 or _inter(a, b) >= 0.8 * _area(a)`, each quantity computed once."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = w * h if w > 0 and h > 0 else 0.0
+    area_a = _area(a)
+    u = area_a + _area(b) - inter
+    return (inter / u if u > 0 else 0.0) >= 0.5 or inter >= 0.8 * area_a
+
+
 DUPLICATE_IOU = 0.7
 
 
@@ -217,9 +229,7 @@ def count_ranges(graph: SceneGraph) -> dict[str, tuple[int, int]]:
     duplicate) or nearly coincides with an earlier one. Labels whose plural also appears
     ("cup" with "cups") and plural group labels themselves are left out.
     """
-    by_label: dict[str, list[int]] = {}
-    for i, ob in enumerate(graph.objects):
-        by_label.setdefault(ob.label, []).append(i)
+    by_label = _facts(graph).by_label
     present = graph.label_counts
     out: dict[str, tuple[int, int]] = {}
     for label in sorted(by_label):
@@ -228,6 +238,9 @@ def count_ranges(graph: SceneGraph) -> dict[str, tuple[int, int]]:
         if present[plural(label)] or present[label + "s"]:
             continue
         idx = by_label[label]
+        if len(idx) == 1:  # a single box holds nothing of its own label and has no twin
+            out[label] = (1, 1)
+            continue
         boxes = [graph.objects[i].box for i in idx]
         doubtful = 0
         for a, box in enumerate(boxes):
@@ -240,11 +253,50 @@ def count_ranges(graph: SceneGraph) -> dict[str, tuple[int, int]]:
 
 def _referable(graph: SceneGraph) -> list[bool]:
     """Per object: no other object has the same normalised box, so the box names it."""
-    boxes = [tuple(graph.norm_box(i)) for i in range(len(graph.objects))]
+    boxes = graph.norm_boxes()
     seen: dict[tuple, int] = {}
     for b in boxes:
         seen[b] = seen.get(b, 0) + 1
     return [seen[b] == 1 for b in boxes]
+
+
+class _Facts:
+    """Per-graph data the generators here share, built once per graph and kept with it
+    (`SceneGraph.derived`): each image pays for it once, not once per generator."""
+
+    def __init__(self, g: SceneGraph):
+        # a weak reference: the graph keeps this object, and a cycle back to the graph
+        # would leave its masks to the cyclic garbage collector once the graph is dropped
+        self._graph = weakref.ref(g)
+        self.by_label: dict[str, list[int]] = {}  # label -> object indices, in index order
+        for i, ob in enumerate(g.objects):
+            self.by_label.setdefault(ob.label, []).append(i)
+        self.attrs = [_clean_attributes(ob.attributes) for ob in g.objects]
+
+    @property
+    def g(self) -> SceneGraph:
+        return self._graph()
+
+    @cached_property
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        return count_ranges(self.g)
+
+    @cached_property
+    def referable(self) -> list[bool]:
+        return _referable(self.g)
+
+    @cached_property
+    def box_text(self) -> list[str]:
+        """Each object's normalised box as written in questions."""
+        return box_texts(self.g)
+
+    @cached_property
+    def relations(self) -> list[tuple[int, str, int]]:
+        return _relations(self.g)
+
+
+def _facts(g: SceneGraph) -> _Facts:
+    return g.derived("basic.facts", _Facts)
 
 
 # -- sampling and output ----------------------------------------------------------------
@@ -305,7 +357,8 @@ class CountObjects(_Base):
         g = _first(graphs, n)
         if g is None:
             return []
-        ranges = count_ranges(g)
+        facts = _facts(g)
+        ranges = facts.ranges
         labels = [lab for lab, (lo, hi) in ranges.items() if lo == hi and hi > 0]
         out = []
         for label in draw_rare(rng, labels, lambda lab: ctx.freq.objects[lab], n):
@@ -314,7 +367,7 @@ class CountObjects(_Base):
             answer = number(k, ctx)
             others = [number(v, ctx) for v in _count_values(k, ctx.n_choices) if v != k]
             options = _mc_or_none(rng, ctx, answer, others, ctx.n_choices)
-            boxes = [fmt_box(g.norm_box(i)) for i, ob in enumerate(g.objects) if ob.label == label]
+            boxes = [facts.box_text[i] for i in facts.by_label[label]]
             out.append(self._qa(question, answer, options, [label],
                                 {"label": label, "count": k, "boxes": boxes}))
         return out
@@ -332,7 +385,7 @@ class _Frequency(_Base):
         g = _first(graphs, n)
         if g is None:
             return []
-        ranges = count_ranges(g)
+        ranges = _facts(g).ranges
         labels = list(ranges)
         # An answer must win however the doubtful boxes are read: for "most" its lowest
         # count beats every rival's highest; for "least" its highest is below their lowest.
@@ -440,7 +493,7 @@ class _Extreme(_Base):
             by_label = {g.objects[i].label: i for i in (a, b, c)}
             out.append(self._qa(question, answer, options, list(cands), {
                 "labels": list(cands),
-                "boxes": {lab: fmt_box(g.norm_box(by_label[lab])) for lab in cands},
+                "boxes": {lab: box_texts(g)[by_label[lab]] for lab in cands},
                 "axis": "x" if self.axis == 0 else "y",
             }))
         return out
@@ -520,16 +573,24 @@ class BottommostObject(_Extreme):
 
 # -- 8. count attributed objects --------------------------------------------------------
 
-def _attrs(g: SceneGraph, i: int) -> list[str]:
-    """Object i's attributes, cleaned, duplicates dropped, in annotation order."""
+def _clean_attributes(words: Sequence[str]) -> list[str]:
+    """Attributes cleaned, duplicates dropped, in annotation order."""
     out: list[str] = []
-    for a in g.objects[i].attributes:
+    for a in words:
         a = " ".join(a.strip().lower().split())
         if a and a not in out:
             out.append(a)
     return out
 
 
+def _attrs(g: SceneGraph, i: int) -> list[str]:
+    """Object i's attributes, cleaned, duplicates dropped, in annotation order.
+
+    The list is shared (computed once per graph): read it, copy it before handing it out."""
+    return _facts(g).attrs[i]
+
+
+@lru_cache(maxsize=1 << 16)
 def _same_attribute(a: str, b: str) -> bool:
     """b says a: the same word, a synonym of the same category ("big" for "large"), or a
     compound that contains it ("dark blue" for "blue")."""
@@ -556,13 +617,15 @@ class CountAttributedObjects(_Base):
         g = _first(graphs, n)
         if g is None:
             return []
-        ranges = count_ranges(g)
+        facts = _facts(g)
+        ranges = facts.ranges
         cands: list[tuple[str, str, int]] = []
         for label, (lo, hi) in ranges.items():
             if lo != hi:
                 continue
-            members = [i for i, ob in enumerate(g.objects) if ob.label == label]
-            member_attrs = [_attrs(g, i) for i in members]
+            members = facts.by_label[label]
+            member_attrs = [facts.attrs[i] for i in members]
+            member_cats = [{attribute_category(b) for b in m} for m in member_attrs]
             seen: list[str] = []
             for attrs in member_attrs:
                 for a in attrs:
@@ -572,7 +635,7 @@ class CountAttributedObjects(_Base):
                     seen.append(a)
                     # Every member must say something in this category, or an unannotated
                     # one might have the attribute too.
-                    if not all(any(attribute_category(b) == cat for b in m) for m in member_attrs):
+                    if not all(cat in cats for cats in member_cats):
                         continue
                     has = [any(_same_attribute(a, b) for b in m) for m in member_attrs]
                     # a member that is "blue" may or may not be "dark blue": skip
@@ -586,8 +649,8 @@ class CountAttributedObjects(_Base):
             answer = number(k, ctx)
             others = [number(v, ctx) for v in _count_values(k, ctx.n_choices) if v != k]
             options = _mc_or_none(rng, ctx, answer, others, ctx.n_choices)
-            boxes = [fmt_box(g.norm_box(i)) for i, ob in enumerate(g.objects)
-                     if ob.label == label and any(_same_attribute(attr, b) for b in _attrs(g, i))]
+            boxes = [facts.box_text[i] for i in facts.by_label[label]
+                     if any(_same_attribute(attr, b) for b in facts.attrs[i])]
             out.append(self._qa(question, answer, options, [label], {
                 "label": label, "attribute": attr, "count": k, "total": ranges[label][1],
                 "boxes": boxes}))
@@ -602,27 +665,88 @@ def _attribute_pool(ctx: GenContext, category: str | None, exclude: Sequence[str
     than `need`; none equal or near to a word in `exclude`.
 
     With a category, words of that category; with None, words of no category or of a
-    category outside `avoid_categories`.
+    category outside `avoid_categories`. The result is a new list.
     """
-    seen = ctx.freq.sorted_attributes
-    vocabulary: list[str] = []
-    for c in (CATEGORIES if category is None else (category,)):
-        vocabulary += attributes_in_category(c)
-    out: list[str] = []
-    for w in seen + [None] + vocabulary:
-        if w is None:  # end of the dataset's words
-            if len(out) >= need:
-                break
-            continue
-        cat = attribute_category(w)
-        if category is not None and cat != category:
-            continue
-        if category is None and cat in avoid_categories:
-            continue
-        if w in out or w in _VAGUE_ATTRIBUTES or any(_near(w, e) for e in exclude):
-            continue
-        out.append(w)
-    return out
+    pools = _pools(ctx.freq.sorted_attributes)
+    key = (category, frozenset(exclude), need, frozenset(avoid_categories) if category is None else None)
+    got = pools.results.get(key)
+    if got is None:
+        seen, vocabulary = pools.bases(category, avoid_categories)
+        near = set().union(*(pools.near(e) for e in exclude))  # w in near: _near(w, e) for an e
+        got = [w for w in seen if w not in near]
+        if len(got) < need:  # the dataset's words fall short: the vocabulary's too
+            got += [w for w in vocabulary if w not in near]
+        if len(pools.results) >= _POOL_MEMO:
+            pools.results.clear()
+        pools.results[key] = got
+    return list(got)
+
+
+_POOL_MEMO = 1 << 14  # remembered pools per dataset vocabulary
+
+
+class _Pools:
+    """Distractor pools for one list of the dataset's attributes: the candidate words per
+    category (before leaving out those near the right answer) and recent results."""
+
+    def __init__(self, seen: list[str]):
+        self.seen = seen
+        self._bases: dict = {}
+        self.results: dict = {}
+        self._near: dict[str, set[str]] = {}
+        self._by_word: dict[str, list[str]] | None = None
+
+    def near(self, e: str) -> set[str]:
+        """The words a pool may hold (dataset or vocabulary) that are `_near` to e: e, its
+        listed synonyms, and the words sharing a word with it ("dark blue" for "blue")."""
+        got = self._near.get(e)
+        if got is None:
+            if self._by_word is None:
+                self._by_word = {}
+                vocabulary = [w for c in CATEGORIES for w in attributes_in_category(c)]
+                for w in dict.fromkeys(self.seen + vocabulary):
+                    for part in w.split():
+                        self._by_word.setdefault(part, []).append(w)
+            got = {e}
+            for k in _ATTR_INDEX.get(e, ()):
+                got.update(_ATTRIBUTE_SYNONYMS[k])
+            for part in e.split():
+                got.update(self._by_word.get(part, ()))
+            self._near[e] = got
+        return got
+
+    def bases(self, category: str | None, avoid_categories: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(dataset words, vocabulary words not among them) that may be distractors for the
+        category, each list in the order the pool gives them."""
+        key = (category, tuple(avoid_categories) if category is None else ())
+        got = self._bases.get(key)
+        if got is None:
+            def fits(w: str) -> bool:
+                cat = attribute_category(w)
+                if category is not None:
+                    return cat == category and w not in _VAGUE_ATTRIBUTES
+                return cat not in avoid_categories and w not in _VAGUE_ATTRIBUTES
+
+            seen = [w for w in self.seen if fits(w)]
+            taken = set(seen)
+            vocabulary: list[str] = []
+            for c in (CATEGORIES if category is None else (category,)):
+                for w in attributes_in_category(c):
+                    if w not in taken and fits(w):
+                        taken.add(w)
+                        vocabulary.append(w)
+            got = self._bases[key] = (seen, vocabulary)
+        return got
+
+
+_POOLS: list = [None]  # the _Pools of the dataset attribute list last asked about
+
+
+def _pools(seen: list[str]) -> _Pools:
+    pools = _POOLS[0]
+    if pools is None or pools.seen is not seen:
+        pools = _POOLS[0] = _Pools(seen)
+    return pools
 
 
 @register
@@ -641,20 +765,22 @@ class ObjectAttributes(_Base):
         g = _first(graphs, n)
         if g is None:
             return []
-        ok = _referable(g)
-        objs = [i for i in range(len(g.objects)) if ok[i] and _attrs(g, i)]
-        rarest = lambda i: min(ctx.freq.attributes[a] for a in _attrs(g, i))  # noqa: E731
+        facts = _facts(g)
+        ok, all_attrs = facts.referable, facts.attrs
+        objs = [i for i in range(len(g.objects)) if ok[i] and all_attrs[i]]
+        freq = ctx.freq.attributes
+        rarest = lambda i: min(freq[a] for a in all_attrs[i])  # noqa: E731
         out = []
         for i in draw_rare(rng, objs, rarest, n):
-            attrs = _attrs(g, i)
-            label, box = g.objects[i].label, fmt_box(g.norm_box(i))
+            attrs = all_attrs[i]
+            label, box = g.objects[i].label, facts.box_text[i]
             answer = ", ".join(sorted(attrs))
             options = None
             if rng.random() < ctx.mc_ratio:
                 options = self._options(rng, ctx, attrs, answer)
             question = rng.choice(self.templates).format(label=label, box=box)
             out.append(self._qa(question, answer, options, [label],
-                                {"label": label, "box": box, "attributes": attrs}))
+                                {"label": label, "box": box, "attributes": list(attrs)}))
         return out
 
     @staticmethod
@@ -708,23 +834,26 @@ class ObjectAttributeCategory(_Base):
         g = _first(graphs, n)
         if g is None:
             return []
-        ok = _referable(g)
+        facts = _facts(g)
+        ok = facts.referable
         cands: list[tuple[int, str, str]] = []
         for i in range(len(g.objects)):
             if not ok[i]:
                 continue
-            attrs = _attrs(g, i)
+            in_cat: dict[str, list[str]] = {}  # category -> the object's words in it
+            for a in facts.attrs[i]:
+                cat = attribute_category(a)
+                if cat is not None and cat not in _SKIPPED_CATEGORIES:
+                    in_cat.setdefault(cat, []).append(a)
             for cat in CATEGORIES:
-                if cat in _SKIPPED_CATEGORIES:
-                    continue
-                in_cat = [a for a in attrs if attribute_category(a) == cat]
+                words = in_cat.get(cat)
                 # exactly one word of the category, else the answer would be partial
-                if len(in_cat) == 1 and in_cat[0] not in _VAGUE_ATTRIBUTES:
-                    cands.append((i, cat, in_cat[0]))
+                if words is not None and len(words) == 1 and words[0] not in _VAGUE_ATTRIBUTES:
+                    cands.append((i, cat, words[0]))
         out = []
         for i, cat, attr in draw_rare(rng, cands, lambda c: ctx.freq.attributes[c[2]], n):
-            label, box = g.objects[i].label, fmt_box(g.norm_box(i))
-            pool = _attribute_pool(ctx, cat, _attrs(g, i), ctx.n_choices - 1)
+            label, box = g.objects[i].label, facts.box_text[i]
+            pool = _attribute_pool(ctx, cat, facts.attrs[i], ctx.n_choices - 1)
             options = _mc_or_none(rng, ctx, attr, pool, ctx.n_choices)
             templates = self.templates + self.special.get(cat, ())
             question = rng.choice(templates).format(noun=_CATEGORY_NOUN[cat], label=label, box=box)
@@ -748,11 +877,28 @@ def _relations(g: SceneGraph) -> list[tuple[int, str, int]]:
 
 def _predicate_pool(ctx: GenContext, true_predicates: Sequence[str]) -> list[str]:
     """Wrong predicates seen in the dataset, topped up from the common ones when too few;
-    never equal or near to a true one."""
+    never equal or near to a true one. The result is a new list."""
+    seen = ctx.freq.sorted_relations
+    memo = _PRED_POOLS
+    if memo[0] is not seen:
+        memo[:] = [seen, {}]
+    key = (frozenset(true_predicates), ctx.n_choices)
+    got = memo[1].get(key)
+    if got is None:
+        if len(memo[1]) >= _POOL_MEMO:
+            memo[1].clear()
+        got = memo[1][key] = _predicate_pool_of(seen, true_predicates, ctx.n_choices - 1)
+    return list(got)
+
+
+_PRED_POOLS: list = [None, {}]  # [the dataset's sorted predicates, {(true ones, choices): pool}]
+
+
+def _predicate_pool_of(seen: list[str], true_predicates: Sequence[str], need: int) -> list[str]:
     out: list[str] = []
-    for p in sorted(ctx.freq.relations) + [None] + COMMON_PREDICATES:
+    for p in seen + [None] + COMMON_PREDICATES:
         if p is None:  # end of the dataset's predicates
-            if len(out) >= ctx.n_choices - 1:
+            if len(out) >= need:
                 break
             continue
         p = _clean_predicate(p)
@@ -785,7 +931,7 @@ class RelationBetweenLabels(_Base):
         g = _first(graphs, n)
         if g is None:
             return []
-        rels = _relations(g)
+        rels = _facts(g).relations
         cands = [(s, p, o) for s, p, o in rels if g.unique_label(s) and g.unique_label(o)]
         out = []
         for s, p, o in draw_rare(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
@@ -817,13 +963,14 @@ class RelationBetweenBoxes(_Base):
         g = _first(graphs, n)
         if g is None:
             return []
-        ok = _referable(g)
-        rels = _relations(g)
+        facts = _facts(g)
+        ok = facts.referable
+        rels = facts.relations
         cands = [(s, p, o) for s, p, o in rels if ok[s] and ok[o]]
         out = []
         for s, p, o in draw_rare(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
             x, y = g.objects[s].label, g.objects[o].label
-            bx, by = fmt_box(g.norm_box(s)), fmt_box(g.norm_box(o))
+            bx, by = facts.box_text[s], facts.box_text[o]
             options = _mc_or_none(rng, ctx, p, _predicate_pool(ctx, _between(rels, s, o)), ctx.n_choices)
             if p in _VAGUE_PREDICATES:
                 options = None
@@ -854,7 +1001,8 @@ class RelationSubject(_Base):
         g = _first(graphs, n)
         if g is None:
             return []
-        rels = _relations(g)
+        facts = _facts(g)
+        rels = facts.relations
         labels = sorted(g.label_counts)
         cands: list[tuple[str, str, int, list[str]]] = []
         done: set[tuple[str, str, int]] = set()  # membership only
@@ -883,7 +1031,7 @@ class RelationSubject(_Base):
                                                                    cands_and=_join(_the(shown), "and"))
             out.append(self._qa(question, x, options, list(shown) + [y], {
                 "subject": x, "predicate": p, "object": y, "candidates": list(shown),
-                "object_box": fmt_box(g.norm_box(o))}))
+                "object_box": facts.box_text[o]}))
         return out
 
     @staticmethod
@@ -895,8 +1043,6 @@ class RelationSubject(_Base):
         sboxes = [g.objects[ss].box for ss in subjects]
         ruled_out: set[str] = set()  # membership only
         for i, ob in enumerate(g.objects):
-            same_or_part = any(_iou(ob.box, b) >= 0.5 or _inter(ob.box, b) >= 0.8 * _area(ob.box)
-                               for b in sboxes)
-            if i == o or i in subjects or same_or_part:
+            if i == o or i in subjects or any(_same_or_part(ob.box, b) for b in sboxes):
                 ruled_out.add(ob.label)
         return [lab for lab in labels if lab not in ruled_out]

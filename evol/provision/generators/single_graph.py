@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import weakref
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 from evol.provision.base import QA, GenContext, Generator, RarePool, as_multiple_choice, register
@@ -119,6 +120,7 @@ for _k, _line in enumerate(_NEAR.strip().splitlines()):
         _NEAR_GROUPS[_w] = _NEAR_GROUPS.get(_w, frozenset()) | {_k}
 
 
+@lru_cache(maxsize=1 << 16)
 def too_close(a: str, b: str) -> bool:
     """Whether b is too near a in meaning to serve as a wrong option for a."""
     if a == b:

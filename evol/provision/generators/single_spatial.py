@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from evol.provision.base import QA, GenContext, Generator, RarePool, as_multiple_choice, fmt_box, register
+from evol.provision.base import QA, GenContext, Generator, RarePool, as_multiple_choice, box_texts, register
 from evol.provision.graph import SceneGraph
 
 _TRIES = 24  # draws per point before an object is given up for this question
@@ -39,7 +39,7 @@ _PAIR_TRIES = 40  # draws per depth question before the point generators give up
 def _name(graph: SceneGraph, i: int) -> str:
     """How an object is named in text: its label when unique, else label and box."""
     label = graph.objects[i].label
-    return label if graph.unique_label(i) else f"{label} at {fmt_box(graph.norm_box(i))}"
+    return label if graph.unique_label(i) else f"{label} at {box_texts(graph)[i]}"
 
 
 def _label_counts(graph: SceneGraph, ctx: GenContext) -> list[int]:
@@ -91,6 +91,21 @@ class _Points:
                       for b in (ob.box for ob in graph.objects)]
         self._overlap: dict[int, list[int]] = {}
         self._names: list[str] | None = None
+        self._grids: dict[int, tuple[int, int, int, int] | None] = {}
+        self._depth_pairs: dict[int, list[tuple[int, int]]] = {}
+        self._anchor_pairs: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self._flat_depth: memoryview | bool | None = None  # see depth_span
+
+    def depth_pairs(self, depths: list[int | None], gap: int) -> list[tuple[int, int]]:
+        """Pairs (i < j) of differently named objects whose depths differ by at least `gap`
+        (shared by the closer / farther object generators; a new list each call)."""
+        pairs = self._depth_pairs.get(gap)
+        if pairs is None:
+            names = self.names()
+            valid = [i for i, d in enumerate(depths) if d is not None]
+            pairs = self._depth_pairs[gap] = [(i, j) for k, i in enumerate(valid) for j in valid[k + 1:]
+                                              if abs(depths[i] - depths[j]) >= gap and names[i] != names[j]]
+        return list(pairs)
 
     def names(self) -> list[str]:
         """Every object's name in text (label, plus its box when the label repeats)."""
@@ -123,8 +138,10 @@ class _Points:
         "the same object" would be ambiguous. As in `SceneGraph.object_depths`, a mask is
         read only inside its object's box, so masks away from the point cost nothing."""
         w, m = self.w, self.margin
-        xl, xr = max(0, px - m), min(w - 1, px + m)
-        yt, yb = max(0, py - m), min(self.h - 1, py + m)
+        xl = px - m if px > m else 0
+        xr = px + m if px + m < w else w - 1
+        yt = py - m if py > m else 0
+        yb = py + m if py + m < self.h else self.h - 1
         near = ((px, py), (xl, py), (xr, py), (px, yt), (px, yb))
         if who >= 0:
             x1, y1, x2, y2 = self.boxes[who]
@@ -165,18 +182,29 @@ class _Points:
         k_hi = min(99, -(-100 * (p_hi + 1) // size) - 1)
         return k_lo, k_hi
 
+    def _grid(self, i: int) -> tuple[int, int, int, int] | None:
+        """(first kx, number of kx, first ky, number of ky) of the grid points in object i's
+        box, or None when the box holds none."""
+        if i not in self._grids:
+            x1, y1, x2, y2 = self.graph.objects[i].box
+            kx_lo, kx_hi = self.grid_range(x1, x2, self.w)
+            ky_lo, ky_hi = self.grid_range(y1, y2, self.h)
+            ok = kx_lo <= kx_hi and ky_lo <= ky_hi
+            self._grids[i] = (kx_lo, kx_hi - kx_lo + 1, ky_lo, ky_hi - ky_lo + 1) if ok else None
+        return self._grids[i]
+
     def sample_in(self, rng: random.Random, i: int, avoid: Sequence[tuple[int, int]] = ()) -> tuple[int, int] | None:
         """A grid point firmly inside object i (as its instance owner), or None."""
-        x1, y1, x2, y2 = self.graph.objects[i].box
-        kx_lo, kx_hi = self.grid_range(x1, x2, self.w)
-        ky_lo, ky_hi = self.grid_range(y1, y2, self.h)
-        if kx_lo > kx_hi or ky_lo > ky_hi:
+        grid = self._grid(i)
+        if grid is None:
             return None
-        nx, ny = kx_hi - kx_lo + 1, ky_hi - ky_lo + 1
-        draw = rng.random
+        kx_lo, nx, ky_lo, ny = grid
+        draw, solid, w, h = rng.random, self.solid, self.w, self.h
         for _ in range(_TRIES):
-            k = (kx_lo + int(draw() * nx), ky_lo + int(draw() * ny))
-            if k not in avoid and self.solid(*self.pixel(*k), i):
+            kx = kx_lo + int(draw() * nx)
+            ky = ky_lo + int(draw() * ny)
+            k = (kx, ky)
+            if k not in avoid and solid((kx * w) // 100, (ky * h) // 100, i):  # self.pixel(kx, ky)
                 return k
         return None
 
@@ -189,9 +217,34 @@ class _Points:
 
     def depth_span(self, kx: int, ky: int) -> tuple[int, int]:
         """Lowest and highest depth value around the point (higher = closer)."""
-        d = self.graph.depth
-        vals = [int(d[y, x]) for x, y in self._neighbourhood(*self.pixel(kx, ky))]
+        if self._flat_depth is None:
+            d = self.graph.depth
+            # a flat memoryview reads a uint8 pixel as a plain int, like the masks above
+            self._flat_depth = (memoryview(np.ascontiguousarray(d).reshape(-1)) if d.dtype == np.uint8
+                                else False)
+        px, py = self.pixel(kx, ky)
+        if self._flat_depth is False:
+            d = self.graph.depth
+            vals = [int(d[y, x]) for x, y in self._neighbourhood(px, py)]
+        else:
+            flat, w = self._flat_depth, self.w
+            vals = [flat[y * w + x] for x, y in self._neighbourhood(px, py)]
         return min(vals), max(vals)
+
+    def anchor_pairs(self, c: int, depths: list[int | None], gap: int) -> list[tuple[int, int]]:
+        """Pairs (i, j) of objects named apart from each other and from anchor c whose depth
+        distances to c differ by at least `gap` (shared by the two anchor generators; a new
+        list each call)."""
+        found = self._anchor_pairs.get((c, gap))
+        if found is None:
+            names = self.names()
+            valid = [i for i, d in enumerate(depths) if d is not None]
+            dc = depths[c]
+            rest = [(i, abs(depths[i] - dc)) for i in valid if i != c and names[i] != names[c]]
+            found = self._anchor_pairs[(c, gap)] = [
+                (i, j) for m, (i, di) in enumerate(rest) for j, dj in rest[m + 1:]
+                if abs(di - dj) >= gap and names[i] != names[j]]
+        return list(found)
 
 
 # -- 14-15: which point lies on the same object as an anchor point -------------------------
@@ -378,10 +431,9 @@ class _ObjectDepth(Generator):
         if n <= 0 or not depths:
             return []
         gap = ctx.depth_gap
-        names = _points(g).names()
-        valid = [i for i, d in enumerate(depths) if d is not None]
-        pairs = [(i, j) for k, i in enumerate(valid) for j in valid[k + 1:]
-                 if abs(depths[i] - depths[j]) >= gap and names[i] != names[j]]
+        pts = _points(g)
+        names = pts.names()
+        pairs = pts.depth_pairs(depths, gap)
         cnt = _label_counts(g, ctx)
         pairs = RarePool(pairs, [min(cnt[i], cnt[j]) for i, j in pairs])
         out: list[QA] = []
@@ -440,7 +492,8 @@ class _AnchorDepth(Generator):
         if n <= 0 or not depths:
             return []
         gap = ctx.depth_gap
-        names = _points(g).names()
+        pts = _points(g)
+        names = pts.names()
         valid = [i for i, d in enumerate(depths) if d is not None]
         if len(valid) < 3:
             return []
@@ -452,10 +505,7 @@ class _AnchorDepth(Generator):
             k = anchors.draw(rng)
             c = anchors.items[k]
             if c not in pairs_of:  # built lazily, only for anchors actually drawn
-                dc = depths[c]
-                rest = [(i, abs(depths[i] - dc)) for i in valid if i != c and names[i] != names[c]]
-                found = [(i, j) for m, (i, di) in enumerate(rest) for j, dj in rest[m + 1:]
-                         if abs(di - dj) >= gap and names[i] != names[j]]
+                found = pts.anchor_pairs(c, depths, gap)
                 pairs_of[c] = RarePool(found, [min(cnt[i], cnt[j]) for i, j in found])
             pairs = pairs_of[c]
             if not pairs:
