@@ -68,6 +68,29 @@ def test_export_round_trips(tmp_path, fmt):
         assert json.loads(out.read_text()) == json.loads(run.llava.read_text())
 
 
+def test_datasets_folder_loads_with_the_datasets_package(tmp_path, monkeypatch):
+    """The real `datasets` package reads the folder by its card alone and by data_dir, offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    datasets = pytest.importorskip("datasets")
+    run = _run(tmp_path / "run")
+    out = tmp_path / "ds"
+    res = run_cli("export", str(run.root), "--format", "datasets", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    by_card = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
+    by_dir = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train",
+                                   cache_dir=str(tmp_path / "cache2"))
+    expected = list(read_export(out, "datasets"))
+    assert by_card.num_rows == by_dir.num_rows == len(expected) == 6
+    assert [r["id"] for r in by_card] == [e["id"] for e in expected]
+    row = by_card[1]
+    assert row["score"] == 8.0 and row["steps"][0]["manipulation"] == "Grounding(cup)"
+    assert row["conversations"][0] == {"from": "human", "value": "<image>\nQuestion 0 – ünïcode “quoted”?"}
+    assert by_card.features["images"].feature.dtype == "string"
+    assert by_card.info.splits["train"].num_examples == 6
+
+
 def test_floor_and_seed_flags_and_empty_export(tmp_path):
     run = _run(tmp_path / "run")
     out = tmp_path / "hi.jsonl"

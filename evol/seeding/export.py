@@ -199,11 +199,12 @@ def _write_datasets(pairs: Iterable[tuple[Record, Item]], out: Path) -> dict[str
         path.replace(final)
         files.append(final)
     features = _features()
+    size = sum(f.stat().st_size for f in files)  # Parquet bytes: `datasets` wants a size per split
     info = {"description": "Multimodal instruction data exported by evol.", "features": features,
-            "splits": {"train": {"name": "train", "num_examples": n}}, "builder_name": "parquet",
-            "config_name": "default"}
+            "splits": {"train": {"name": "train", "num_examples": n, "num_bytes": size}},
+            "builder_name": "parquet", "config_name": "default", "dataset_size": size}
     (out / "dataset_info.json").write_text(json.dumps(info, indent=2))
-    (out / "README.md").write_text(_readme(n, features))
+    (out / "README.md").write_text(_readme(n, size, features))
     return {"entries": n, "files": [str(f) for f in files]}
 
 
@@ -220,7 +221,7 @@ def _features() -> dict[str, Any]:
     }
 
 
-def _readme(n: int, features: dict[str, Any]) -> str:
+def _readme(n: int, size: int, features: dict[str, Any]) -> str:
     def yaml_type(f: Any) -> str:
         if isinstance(f, list):
             return "list"
@@ -236,7 +237,8 @@ def _readme(n: int, features: dict[str, Any]) -> str:
             lines += [f"    - name: {k}\n      dtype: string" for k in f[0]]
         else:
             lines += [f"  - name: {name}", f"    {yaml_type(f)}"]
-    lines += ["  splits:", "  - name: train", f"    num_examples: {n}", "---", "",
+    lines += ["  splits:", "  - name: train", f"    num_bytes: {size}", f"    num_examples: {n}",
+              f"  dataset_size: {size}", "---", "",
               "# evol export", "",
               f"{n} instruction items, one row each. Image paths in `images` are relative to the image root",
               "of the run that made them. `conversations` holds the LLaVA-style human/gpt turns; the other",
