@@ -51,6 +51,8 @@ def evolve(
     model: Optional[str] = typer.Option(None, help="Model name the server knows; hf/vllm: a local model folder or .gguf file."),
     device: Optional[str] = typer.Option(None, help="hf backend: auto, cpu or cuda [auto]."),
     batch_size: Optional[int] = typer.Option(None, help="hf backend: requests decoded together at most [8]."),
+    max_string: Optional[int] = typer.Option(None, help="hf backend: longest JSON string it may write [no limit; 200 for the embedded default]."),
+    max_items: Optional[int] = typer.Option(None, help="hf backend: longest JSON list it may write [no limit; 5 for the embedded default]."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1."),
     api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the API key [OPENAI_API_KEY]."),
     judge_model: Optional[str] = typer.Option(None, help="Judge with another model on the same server."),
@@ -158,6 +160,7 @@ def _build_backends(cfg: EvolveConfig, run: RunDir, images, choice):
         try:
             inner = build_backend(which, images=images, limiter=limiter, device=cfg.device,
                                   batch_size=cfg.batch_size, max_new_tokens=cfg.max_tokens,
+                                  max_string=cfg.max_string, max_items=cfg.max_items,
                                   **(remote if which.kind == "openai" else {}))
         except BackendError as exc:
             cache.close()
@@ -292,8 +295,8 @@ def demo(
     out: str = typer.Option("runs/demo", "--out", help="Run folder for the demo."),
     rounds: int = typer.Option(1, min=1, help="Evolution rounds."),
     records: int = typer.Option(8, min=1, help="Seed records to evolve (spread over the sample photos)."),
-    backend: str = typer.Option("hf", help="hf: the embedded model (or --model), offline; openai: the built-in test server."),
-    model: Optional[str] = typer.Option(None, help="hf: a local model folder or .gguf file instead of the embedded one."),
+    backend: str = typer.Option("hf", help="hf: the embedded model (or --model), offline; vllm: offline vLLM on --model (a GPU); openai: the built-in test server."),
+    model: Optional[str] = typer.Option(None, help="hf: a local model folder or .gguf file instead of the embedded one; vllm: a local model folder."),
     device: str = typer.Option("auto", help="hf: auto, cpu or cuda."),
     max_tokens: int = typer.Option(448, help="Answer length limit per call."),
 ) -> None:
@@ -303,10 +306,12 @@ def demo(
     SmolLM2-135M-Instruct (text-only, for trying evol out, not for real data: its rewrites
     are weak and the judge is lenient or harsh at random). `--backend openai` evolves them
     against the built-in test server instead, which answers in the right JSON shape with
-    placeholder text.
+    placeholder text. `--backend vllm --model DIR` runs it on offline vLLM (a GPU machine).
     """
-    if backend not in ("hf", "openai"):
-        _fail("the demo runs with --backend hf (a local model) or --backend openai (the built-in test server)")
+    if backend not in ("hf", "vllm", "openai"):
+        _fail("the demo runs with --backend hf or vllm (a local model) or --backend openai (the built-in test server)")
+    if backend == "vllm" and not model:
+        _fail("--backend vllm needs --model: a local model folder")
     t0 = time.monotonic()
     seeds = Path(__file__).resolve().parent.parent / "seeds"
     graphs = seeds / "scene_graphs"
@@ -335,7 +340,8 @@ def demo(
         evolve(
             input=str(seed_file), out=out, config=None, rounds=rounds, backend=backend,
             model=model if server is None else "evol-test-server", device=device if server is None else None,
-            batch_size=None, base_url=server.url if server else None, api_key_env="EVOL_DEMO_NO_KEY", judge_model=None,
+            batch_size=None, max_string=None, max_items=None, base_url=server.url if server else None,
+            api_key_env="EVOL_DEMO_NO_KEY", judge_model=None,
             image_root=str(seeds), max_side=None, image_detail=None, send_images=None, judge_image=None, concurrency=16,
             rpm=None, tpm=None, timeout=30.0, max_attempts=None, seed=None, mix=None, temperature=None, top_p=None,
             max_tokens=max_tokens, judge_temperature=None, min_score=None, include_seeds=None, input_format=None,

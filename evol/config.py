@@ -53,6 +53,10 @@ class EvolveConfig(BaseModel):
     limit: int | None = None
     device: str = "auto"  # local backends: auto, cpu, cuda, cuda:1 ...
     batch_size: int = Field(8, ge=1)  # hf backend: requests decoded together at most
+    # hf backend: longest JSON string / list in constrained decoding (None: the schema's own;
+    # the embedded default gets 200 / 5 unless these are set)
+    max_string: int | None = Field(None, ge=1)
+    max_items: int | None = Field(None, ge=1)
 
     @field_validator("backend")
     @classmethod

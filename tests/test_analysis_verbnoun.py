@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evol.analysis.frames import Frame, Word, choose_pair
-from evol.analysis.textclean import clean_instruction, looks_non_english
+from evol.analysis.textclean import clean_instruction, looks_non_english, yes_no_answer
 from evol.analysis.verbnoun import VerbNounParser, pick_sentence_pair
 
 GOLD = Path(__file__).parent / "data" / "verbnoun_gold.tsv"
@@ -105,6 +105,11 @@ def test_clean_instruction(raw, cleaned):
     ("Describe the image in detail.", False),
     ("Count apples.", False),
     ("What is the café's name on the sign?", False),
+    ("Summarize image content briefly.", False),  # terse English: no function word, no foreign sign
+    ("Estimate total vehicle count.", False),
+    ("Descrivi questa immagine per favore.", True),
+    ("Was siehst du auf dem Bild?", True),  # "was" is an English word too; the German ones outnumber it
+    ("Quantos gatos estão na imagem?", True),
 ])
 def test_non_english_detection(text, foreign):
     assert looks_non_english(text) is foreign
@@ -202,3 +207,18 @@ def test_constituency_multi_sentence_prefers_the_question(parser):
     frames = [tree_frame(nltk.Tree.fromstring(t), parser.lemmas) for t in (statement, question)]
     assert pick_sentence_pair(frames) == ("count", "car")
     assert pick_sentence_pair(frames[:1]) == ("show", "street")
+
+
+@pytest.mark.parametrize("question, answer, polar", [
+    ("Is the cup red?", "Yes.", "yes"),
+    ("Is the cup red?", "No, it is blue.", "no"),
+    ("Is the cup red?", "Yes it is.", "yes"),  # no comma, but the question is polar
+    ("Does <image> show a dog?", "no", "no"),
+    ("What colour is it?", "Yes - red.", "yes"),
+    ("Who is sitting on the bench?", "No one is sitting on it.", None),  # a statement, not a no
+    ("How many cups are there?", "No cups are visible.", None),
+    ("Name the season.", "Yesterday was sunny.", None),
+    ("Is it day?", "It is day.", None),
+])
+def test_yes_no_answers_are_told_from_statements(question, answer, polar):
+    assert yes_no_answer(question, answer) == polar

@@ -29,9 +29,7 @@ def check_demo_folder(out: Path, records_asked: int, stderr: str) -> dict:
     text = " ".join(stderr.split())
     assert "demo finished in" in text and str(out / "records.jsonl") in text
     report = out / "analysis" / "report.html"
-    assert report.exists() or "analysis skipped" in text
-    if report.exists():
-        assert str(report) in text
+    assert "analysis skipped" not in text and report.exists() and str(report) in text
     return manifest
 
 
@@ -41,6 +39,12 @@ def test_demo_against_the_test_server(tmp_path):
     assert res.returncode == 0, res.stderr
     manifest = check_demo_folder(out, 6, res.stderr)
     assert manifest["config"]["backend"] == "openai" and manifest["counts"]["llava_entries"] > 0
+
+
+def test_demo_on_vllm_needs_a_model_and_says_so(tmp_path):
+    res = run_cli("demo", "--out", str(tmp_path / "demo"), "--backend", "vllm")
+    assert res.returncode == 2 and "--backend vllm needs --model" in " ".join(res.stderr.split())
+    assert not (tmp_path / "demo").exists()
 
 
 def test_demo_offline_with_a_local_vision_model(tmp_path, tiny_vlm_dir):

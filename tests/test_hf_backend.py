@@ -162,6 +162,20 @@ def test_bounded_schema_adds_bounds_and_keeps_tighter_ones():
     assert p["a"]["maxLength"] == 50 and p["b"]["maxLength"] == 3 and "maxLength" not in p["c"]
     assert p["d"]["maxItems"] == 7 and p["d"]["items"]["maxLength"] == 50 and p["e"]["maxLength"] == 50
     assert "maxLength" not in schema["properties"]["a"], "the caller's schema is not changed"
+    long = {"type": "object", "properties": {"essay": {"type": "string", "minLength": 300}}}
+    assert bounded_schema(long, max_string=200, max_items=5)["properties"]["essay"]["maxLength"] == 300, \
+        "a cap never goes below the schema's own minimum"
+    free = bounded_schema(schema, max_string=None, max_items=None)["properties"]
+    assert "maxLength" not in free["a"] and free["b"]["maxLength"] == 3 and "maxItems" not in free["d"]
+
+
+def test_only_the_embedded_default_gets_short_strings_unless_asked(tiny_vlm_dir):
+    from evol.backends.hf import load_hf_backend
+
+    named = load_hf_backend(str(tiny_vlm_dir), images=ImageStore(SEEDS))
+    assert (named.engine.max_string, named.engine.max_items) == (None, None)
+    asked = load_hf_backend(str(tiny_vlm_dir), images=ImageStore(SEEDS), max_string=40, max_items=3)
+    assert (asked.engine.max_string, asked.engine.max_items) == (40, 3)
 
 
 def test_model_paths_are_checked_with_clear_reasons(tmp_path):
@@ -202,14 +216,14 @@ def test_bad_backend_flags_fail_before_anything_runs(tmp_path, args, message):
 
 def test_same_seeds_same_layout_with_the_openai_and_the_hf_backend(tmp_path, server, tiny_vlm_dir):
     """One seed file, evolved against the test server and by the tiny LLaVA (with images): the
-    same run folder. The tiny model's weights are random, so its answers run into the token
-    limit and are rejected with that reason; the layout does not depend on it."""
+    same run folder. The tiny model's weights are random; with short JSON strings and lists it
+    still writes answers in the schema, so both runs judge and keep items."""
     seeds = write_llava_seeds(tmp_path, 3)
-    common = ["--image-root", str(tmp_path / "images"), "--rounds", "2", "--max-tokens", "120"]
+    common = ["--image-root", str(tmp_path / "images"), "--rounds", "2", "--max-tokens", "600"]
     a, b = tmp_path / "openai", tmp_path / "hf"
     res_a = run_cli("evolve", str(seeds), "--out", str(a), "--model", "test-vlm", "--base-url", server.url, *common)
     res_b = run_cli("evolve", str(seeds), "--out", str(b), "--backend", "hf", "--model", str(tiny_vlm_dir), *common,
-                    timeout=240)
+                    "--max-string", "6", "--max-items", "1", timeout=240)
     assert res_a.returncode == 0, res_a.stderr
     assert res_b.returncode == 0, res_b.stderr
     files = {p.name for p in a.iterdir()}
@@ -226,5 +240,14 @@ def test_same_seeds_same_layout_with_the_openai_and_the_hf_backend(tmp_path, ser
         assert isinstance(json.loads((run / "llava.json").read_text()), list)
     config = json.loads((b / "manifest.json").read_text())["config"]
     assert config["model"] == str(tiny_vlm_dir) and config["send_images"] is True, "a vision model gets the pixels"
+    assert json.loads((a / "llava.json").read_text()), "the test server's run keeps items"
+    # The tiny model's weights are random, so which items it keeps is chance; but with bounded
+    # strings every one of its replies is complete JSON in the schema: nothing is rejected
+    # for being cut off or unparseable, only for what the (random) content says.
     reasons = [r["reason"] for r in read_jsonl(b / "rejects.jsonl")]
-    assert reasons and all("cut off at the token limit (120 tokens)" in r for r in reasons)
+    assert not [r for r in reasons if "cut off" in r or "JSON" in r], reasons
+    written = [it for r in read_jsonl(b / "records.jsonl") for v in r["versions"] for it in v["items"]]
+    for entry in json.loads((b / "llava.json").read_text()):
+        assert [t["from"] for t in entry["conversations"]] == ["human", "gpt"] and entry["image"]
+    assert written or reasons, "the hf run wrote evolved items or said why not"
+    assert all(len(it["question"]) <= 6 for it in written), "the hf run's items are the tiny model's, bounded as asked"

@@ -108,3 +108,71 @@ def test_vllm_engine_answers_in_schema_with_images(request):
     assert backend.stats["engine_calls"] == 1, "requests that arrive together go to the engine together"
     for res in results:
         assert not isinstance(res, BackendError) or "cut off" in str(res)
+
+
+class _FakeLLM:
+    """Stands in for ``vllm.LLM``: records each ``chat`` call and answers every conversation."""
+
+    def __init__(self, fail: bool = False):
+        self.calls: list[tuple[list, list]] = []
+        self.fail = fail
+
+    def chat(self, convs, sampling_params, use_tqdm=False):
+        self.calls.append((convs, sampling_params))
+        if self.fail:
+            raise RuntimeError("CUDA out of memory")
+        return [_output('{"answer": "%d parts"}' % len(c[-1]["content"])) for c in convs]
+
+
+def _fake_sp() -> SimpleNamespace:
+    return SimpleNamespace(SamplingParams=_Params.make, StructuredOutputsParams=_Params.make)
+
+
+def test_requests_arriving_together_make_one_engine_call_and_a_bad_image_fails_alone():
+    from evol.backends.vllm import VLLMBackend
+
+    llm = _FakeLLM()
+    backend = VLLMBackend(llm, name="fake", images=ImageStore(SEEDS, max_side=32), sp=_fake_sp())
+    reqs = [make_request(Image("coffee.jpg"), Text(f"Question {k}?"), sampling=Sampling(0.5, 1.0, 64, k))
+            for k in range(5)]
+    reqs.insert(2, make_request(Image("no-such.jpg"), Text("Where?")))
+
+    async def go():
+        try:
+            return await asyncio.gather(*(backend.complete(r) for r in reqs), return_exceptions=True)
+        finally:
+            await backend.aclose()
+
+    results = asyncio.run(go())
+    assert len(llm.calls) == 1 and backend.stats == {"requests": 6, "engine_calls": 1, "largest_call": 5}
+    convs, params = llm.calls[0]
+    assert [p.kwargs["seed"] for p in params] == [0, 1, 2, 3, 4]
+    assert all(p.kwargs["structured_outputs"].kwargs == {"json": SCHEMA} for p in params)
+    assert all(c[1]["content"][0]["image_url"]["url"].startswith("data:image/") for c in convs)
+    assert isinstance(results[2], BackendError) and "rec1/r1/perceptual" in str(results[2])
+    assert [r.data for k, r in enumerate(results) if k != 2] == [{"answer": "2 parts"}] * 5
+
+
+def test_an_engine_failure_fails_that_batch_with_a_reason():
+    from evol.backends.vllm import VLLMBackend
+
+    backend = VLLMBackend(_FakeLLM(fail=True), name="fake", images=ImageStore(SEEDS), sp=_fake_sp())
+
+    async def go():
+        try:
+            return await asyncio.gather(*(backend.complete(make_request(Text(f"q{k}"))) for k in range(3)),
+                                        return_exceptions=True)
+        finally:
+            await backend.aclose()
+
+    results = asyncio.run(go())
+    assert all(isinstance(r, BackendError) and "CUDA out of memory" in str(r) for r in results)
+
+
+def test_only_vision_models_get_an_image_limit():
+    from evol.backends.vllm import engine_options
+
+    assert engine_options({"max_model_len": 512}, text_only=True, max_images=8) == {"max_model_len": 512}
+    assert engine_options({}, text_only=False, max_images=3) == {"limit_mm_per_prompt": {"image": 3}}
+    assert engine_options({"limit_mm_per_prompt": {"image": 1}}, text_only=False, max_images=3) == \
+        {"limit_mm_per_prompt": {"image": 1}}

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from evol.analysis.textclean import yes_no_answer
 from evol.records import Item, Record
 
 NO_NOUN = ""  # how a missing noun is stored in pair keys and tables
-_YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 TOP_PAIRS = 300  # pairs kept per group in pairs.csv (the distinct count covers all)
 TOP_LABELS = 300  # objects / skills kept per group in counts.csv
 ERROR_EXAMPLES = 20  # read errors quoted per source
@@ -78,12 +77,11 @@ class GroupStats:
         self.record_sources[record.source or "unknown"] += 1
         self.question_words[len(item.question.split())] += 1
         self.answer_words[len(item.answer.split())] += 1
-        m = _YES_NO.match(item.answer)
-        if m:
-            if m.group(1).lower() == "yes":
-                self.yes += 1
-            else:
-                self.no += 1
+        polar = yes_no_answer(item.question, item.answer)
+        if polar == "yes":
+            self.yes += 1
+        elif polar == "no":
+            self.no += 1
         labels = {o.strip().lower()[:LABEL_CHARS] for o in item.objects if o and o.strip()}
         if labels:
             self.objects.update(labels)

@@ -75,6 +75,17 @@ _ENGLISH_FUNCTION_WORDS = frozenset(
     "our us all any each every some many much more most other one two three as if than then "
     "up down out off left right front back next top bottom".split()
 )
+# Function words of other languages written in Latin script (none of them English words):
+# a text with none of the English ones is foreign only when it has some of these or accents,
+# so terse English ("Summarize image content briefly.") stays English.
+_FOREIGN_FUNCTION_WORDS = frozenset(
+    "le la les un une des du et est dans sur avec pour qui que ce cette sont "  # French
+    "der das ein eine einen und ist im mit auf für dem den von zu nicht wie du ich wir "  # German
+    "el los las y en con por para una del es al se su lo "  # Spanish
+    "il gli di che della nel sono ed questa questo quella sul nella "  # Italian
+    "os um uma não em da do das dos "  # Portuguese
+    "het een van op zijn niet".split()  # Dutch
+)
 _NON_ENGLISH_ACCENTS = re.compile(r"[àâçéèêëîïôûùüÿñæœßäöåøáíóúãõąćęłńśźżčěřšťůž¿¡]", re.IGNORECASE)
 
 
@@ -112,8 +123,9 @@ def looks_non_english(text: str) -> bool:
     """True for text that is most likely not English.
 
     Two cheap signs: most letters are outside the Latin script (Chinese, Cyrillic, Arabic
-    ...), or a Latin-script text of four or more words has accented letters typical of
-    other European languages, or none of the common English function words.
+    ...), or a Latin-script text of four or more words has none of the common English
+    function words but accents or function words of other European languages, or has
+    several such accents and few English function words.
     """
     letters = _LETTER.findall(text)
     if not letters:
@@ -125,7 +137,31 @@ def looks_non_english(text: str) -> bool:
     if len(words) < 4:
         return False
     english = sum(1 for w in words if w in _ENGLISH_FUNCTION_WORDS)
-    if english == 0:
-        return True
     accented = len(_NON_ENGLISH_ACCENTS.findall(text))
+    foreign = sum(1 for w in words if w in _FOREIGN_FUNCTION_WORDS)
+    if english == 0:
+        return accented > 0 or foreign > 0
+    if foreign >= 2 and foreign > english:
+        return True
     return accented >= 2 and english < 0.25 * len(words)
+
+
+# "Yes." / "No, it is red." / "yes - two of them": a bare yes or no ending the clause.
+_BARE_YES_NO = re.compile(r"^\W*(yes|no)\s*(?:[.,!;:\-–—)]|$)", re.IGNORECASE)
+_LEADING_YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+_POLAR_QUESTION = re.compile(
+    r"^\W*(?:is|are|was|were|do|does|did|can|could|will|would|should|shall|may|might|must|has|have|had)\b",
+    re.IGNORECASE)
+
+
+def yes_no_answer(question: str, answer: str) -> str | None:
+    """"yes" or "no" when the answer answers a yes/no question, else None.
+
+    A bare yes/no counts whatever the question; "Yes it is" counts after a polar question
+    ("Is ...", "Does ..."); "No one is sitting there" or "No cups are visible" after a
+    wh-question is a statement, not a no.
+    """
+    m = _BARE_YES_NO.match(answer or "")
+    if m is None and _POLAR_QUESTION.match(clean_instruction(question or "")):
+        m = _LEADING_YES_NO.match(answer or "")
+    return m.group(1).lower() if m else None

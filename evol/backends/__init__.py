@@ -70,7 +70,8 @@ def settle_backend(backend: str | None, model: str | None, base_url: str | None)
 
 
 def build_backend(choice: BackendChoice, *, images: Any, limiter: Any = None, device: str = "auto",
-                  batch_size: int = 8, max_new_tokens: int = 1024, **openai_kw: Any) -> Any:
+                  batch_size: int = 8, max_new_tokens: int = 1024, max_string: int | None = None,
+                  max_items: int | None = None, **openai_kw: Any) -> Any:
     """The inner (uncached) backend for `choice`; wrap it in `CachedBackend` for a run."""
     if choice.kind == "openai":
         from evol.backends.openai import OpenAIBackend
@@ -80,7 +81,8 @@ def build_backend(choice: BackendChoice, *, images: Any, limiter: Any = None, de
         from evol.backends.hf import load_hf_backend
 
         return load_hf_backend(choice.path, images=images, device=device, max_batch=batch_size,
-                               max_new_tokens=max_new_tokens, name=choice.model)
+                               max_new_tokens=max_new_tokens, name=choice.model, max_string=max_string,
+                               max_items=max_items)
     from evol.backends.vllm import load_vllm_backend
 
-    return load_vllm_backend(choice.path or choice.model, images=images, name=choice.model)
+    return load_vllm_backend(choice.path or choice.model, images=images, name=choice.model, text_only=choice.text_only)

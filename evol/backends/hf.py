@@ -46,6 +46,9 @@ from evol.backends.jsonfix import extract_json
 from evol.backends.local import EMBEDDED_NAME, ModelSource, bounded_schema, embedded_model
 from evol.images import ImageError, ImageStore, is_url
 
+#: (max string length, max list length) for the embedded default; see `load_hf_backend`.
+EMBEDDED_BOUNDS: tuple[int, int] = (200, 5)
+
 log = logging.getLogger(__name__)
 
 
@@ -88,8 +91,8 @@ class HFEngine:
     """One loaded model and everything needed to run batches of requests through it."""
 
     def __init__(self, source: ModelSource, *, images: ImageStore | None = None, device: str = "auto",
-                 dtype: str | None = None, max_new_tokens: int = 1024, max_string: int = 200,
-                 max_items: int = 5, cache: str | None = "auto"):
+                 dtype: str | None = None, max_new_tokens: int = 1024, max_string: int | None = None,
+                 max_items: int | None = None, cache: str | None = "auto"):
         import transformers
         from transformers.utils import logging as hf_logging
 
@@ -439,11 +442,19 @@ class HFBackend:
 
 
 def load_hf_backend(path: str | None, *, images: ImageStore, device: str = "auto", max_batch: int = 8,
-                    max_new_tokens: int = 1024, name: str | None = None) -> HFBackend:
-    """An `HFBackend` on the model at `path`, or on the embedded default when `path` is None."""
+                    max_new_tokens: int = 1024, name: str | None = None, max_string: int | None = None,
+                    max_items: int | None = None) -> HFBackend:
+    """An `HFBackend` on the model at `path`, or on the embedded default when `path` is None.
+
+    `max_string`/`max_items` bound the JSON that constrained decoding lets the model write.
+    """
     from evol.backends.local import model_source
 
     source = embedded_model() if path is None else model_source(path)
-    engine = HFEngine(source, images=images, device=device, max_new_tokens=max_new_tokens)
+    # The embedded 135M model rambles: short strings and lists keep its answers finishing
+    # on CPU. Real models get the schema as the prompt wrote it.
+    default = EMBEDDED_BOUNDS if path is None else (None, None)
+    engine = HFEngine(source, images=images, device=device, max_new_tokens=max_new_tokens,
+                      max_string=max_string or default[0], max_items=max_items or default[1])
     label = name or (EMBEDDED_NAME if path is None else str(path))
     return HFBackend(engine, name=label, max_batch=max_batch)

@@ -96,11 +96,12 @@ def _has_vision_config(config_path: Path) -> bool:
     return isinstance(config, dict) and isinstance(config.get("vision_config"), dict)
 
 
-def bounded_schema(schema: dict[str, Any], max_string: int, max_items: int) -> dict[str, Any]:
+def bounded_schema(schema: dict[str, Any], max_string: int | None, max_items: int | None) -> dict[str, Any]:
     """A copy of `schema` where every free string has ``maxLength`` and every array ``maxItems``.
 
-    Bounds already in the schema are kept when tighter; strings with ``enum``/``const``
-    are already bounded and left alone.
+    Bounds already in the schema are kept when tighter, and never go below the schema's own
+    ``minLength``/``minItems``; strings with ``enum``/``const`` are already bounded and left
+    alone. A bound of None leaves that kind of node as the schema has it.
     """
 
     def walk(node: Any) -> Any:
@@ -111,9 +112,10 @@ def bounded_schema(schema: dict[str, Any], max_string: int, max_items: int) -> d
         out = {k: walk(v) for k, v in node.items()}
         kind = out.get("type")
         kinds = set(kind) if isinstance(kind, list) else {kind}
-        if "string" in kinds and "enum" not in out and "const" not in out:
-            out["maxLength"] = min(int(out.get("maxLength", max_string)), max_string)
-        if "array" in kinds:
+        if "string" in kinds and "enum" not in out and "const" not in out and max_string is not None:
+            low = int(out.get("minLength", 0))
+            out["maxLength"] = max(low, min(int(out.get("maxLength", max_string)), max_string))
+        if "array" in kinds and max_items is not None:
             low = int(out.get("minItems", 0))
             out["maxItems"] = max(low, min(int(out.get("maxItems", max_items)), max_items))
         return out

@@ -98,12 +98,13 @@ class VLLMBackend:
     """`Backend` over a ``vllm.LLM``; pending requests go to the engine together."""
 
     def __init__(self, llm: Any, *, name: str, images: ImageStore, window: float = 0.05,
-                 max_tokens: int | None = None):
-        from vllm import sampling_params as sp  # the caller has loaded vLLM already
+                 max_tokens: int | None = None, sp: ModuleType | None = None):
+        if sp is None:
+            from vllm import sampling_params as sp  # the caller has loaded vLLM already
 
         self.llm, self.model, self.images = llm, name, images
         self.window, self.max_tokens = window, max_tokens
-        self._sp = sp
+        self._sp = sp  # vllm.sampling_params, or a stand-in with the same names (tests)
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task | None = None
         self.stats = {"requests": 0, "engine_calls": 0, "largest_call": 0}
@@ -175,14 +176,29 @@ class VLLMBackend:
 
 
 def load_vllm_backend(path: str, *, images: ImageStore, name: str | None = None, max_images: int = 8,
-                      **engine_kw: Any) -> VLLMBackend:
-    """Start vLLM on the model at `path` (a local folder) in this process."""
+                      text_only: bool = False, **engine_kw: Any) -> VLLMBackend:
+    """Start vLLM on the model at `path` (a local folder) in this process.
+
+    Only vision models get an image limit: vLLM refuses ``limit_mm_per_prompt`` for a text
+    model, and a text model's requests carry the caption and boxes instead of pixels.
+    """
     try:
         import vllm
     except ImportError:
         raise BackendError(
             "vllm is not installed: on a machine with an NVIDIA GPU run pip install 'evol[vllm]' "
             "(it brings its own CUDA build of torch), or use --backend hf") from None
-    engine_kw.setdefault("limit_mm_per_prompt", {"image": max_images})
-    llm = vllm.LLM(model=path, **engine_kw)
+    engine_kw = engine_options(engine_kw, text_only=text_only, max_images=max_images)
+    try:
+        llm = vllm.LLM(model=path, **engine_kw)
+    except Exception as exc:  # vLLM raises many kinds: the CLI shows one clear line
+        raise BackendError(f"vLLM could not start on {path}: {exc}") from exc
     return VLLMBackend(llm, name=name or path, images=images)
+
+
+def engine_options(engine_kw: dict[str, Any], *, text_only: bool, max_images: int) -> dict[str, Any]:
+    """The keyword arguments for ``vllm.LLM``: the caller's, plus an image limit for vision models."""
+    out = dict(engine_kw)
+    if not text_only:
+        out.setdefault("limit_mm_per_prompt", {"image": max_images})
+    return out

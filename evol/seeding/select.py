@@ -33,11 +33,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
+from evol.analysis.textclean import yes_no_answer
 from evol.records import Item, Record
 
 WEIGHTS: dict[str, float] = {"pair": 1.0, "object": 1.0, "skill": 0.5, "form": 0.5}
 BALANCES = ("yes-no", "letters")
-_YES_NO = re.compile(r"^\W*(yes|no)\b", re.I)
 _LETTER = re.compile(r"^\W*(?:option\s+)?\(?([A-H])\)?(?:[.):,\s]|$)")
 
 PairsFn = Callable[[Iterable[str]], Iterable[tuple[str | None, str | None]]]
@@ -70,8 +70,7 @@ class Candidate:
 def yes_no_of(item: Item) -> str | None:
     if item.options:
         return None
-    m = _YES_NO.match(item.answer)
-    return m.group(1).lower() if m else None
+    return yes_no_answer(item.question, item.answer)
 
 
 def letter_of(item: Item) -> str | None:
