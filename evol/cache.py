@@ -35,8 +35,12 @@ from evol.images import ImageError, ImageStore
 KEY_VERSION = 1
 
 
-def request_key(request: Request, model: str, images: ImageStore) -> str:
-    """sha256 (hex) of the canonical form of everything that shapes the answer."""
+def request_key(request: Request, model: str, images: ImageStore, image_options: dict[str, Any] | None = None) -> str:
+    """sha256 (hex) of the canonical form of everything that shapes the answer.
+
+    `image_options` are a backend's settings for how pixels are shown to the model (the
+    OpenAI image `detail`); like `max_side` they count only for requests with images.
+    """
     messages = []
     has_images = False
     for msg in request.messages:
@@ -59,6 +63,8 @@ def request_key(request: Request, model: str, images: ImageStore) -> str:
     }
     if has_images:
         canon["max_side"] = images.max_side
+        if image_options:
+            canon["image_options"] = image_options
     raw = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
@@ -127,7 +133,7 @@ class CachedBackend:
         return self.inner.model
 
     def key(self, request: Request) -> str:
-        return request_key(request, self.model, self.images)
+        return request_key(request, self.model, self.images, getattr(self.inner, "image_options", None))
 
     async def complete(self, request: Request) -> Reply:
         try:

@@ -14,10 +14,11 @@ import typer
 from rich.console import Console
 
 from evol import aio
-from evol.config import ConfigError, EvolveConfig, build_config
+from evol.config import ConfigError, EvolveConfig, build_config, invocation_options
 from evol.rundir import RunDir, finalize, prepare_resume
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evolve multimodal instruction data.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Evolve multimodal instruction data.")
 console = Console(stderr=True)
 log = logging.getLogger("evol")
 
@@ -83,8 +84,10 @@ def evolve(
     flags = {k: v for k, v in locals().items() if k not in ("config", "dry_run", "verbose")}
     try:
         cfg = build_config(flags, config)
+        from_file = invocation_options(config)
     except ConfigError as exc:
         _fail(str(exc))
+    dry_run, verbose = dry_run or from_file["dry_run"], verbose or from_file["verbose"]
     if not Path(cfg.input).exists():
         _fail(f"input file not found: {cfg.input}")
     choice = _settle_backend(cfg)
@@ -99,6 +102,7 @@ def evolve(
     run.create()
     _setup_logging(run, verbose)
     _check_same_run(run, cfg)
+    run.begin(cfg.public())
     try:
         aio.run(_evolve(cfg, run, images, choice))
     except KeyboardInterrupt:
@@ -111,7 +115,8 @@ def _check_same_run(run: RunDir, cfg: EvolveConfig) -> None:
     old = run.read_manifest().get("config")
     if not old:
         return
-    keys = ("input", "rounds", "backend", "model", "judge_model", "seed", "mix", "min_score", "temperature", "top_p", "send_images", "judge_image")
+    keys = ("input", "rounds", "backend", "model", "judge_model", "seed", "mix", "min_score", "temperature", "top_p",
+            "send_images", "judge_image", "max_side", "image_detail", "max_tokens", "judge_temperature")
     changed = [k for k in keys if k in old and old[k] != cfg.public().get(k)]
     if changed:
         _fail(f"{run.root} holds a run made with other settings ({', '.join(changed)}); use another --out")
@@ -391,7 +396,7 @@ def _demo_analysis(out: str, analysis: Path) -> Path | None:
         return None
 
 
-seed_app = typer.Typer(no_args_is_help=True, help="Make seed records: from scene graphs (no LLM) or written by an LLM from annotations.")
+seed_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Make seed records: from scene graphs (no LLM) or written by an LLM from annotations.")
 app.add_typer(seed_app, name="seed")
 
 

@@ -99,9 +99,22 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+# Flags that change how `evolve` runs this time, not what the run is: a config file may
+# hold them (its keys match the flags), but they are not part of the stored config.
+INVOCATION_KEYS = ("dry_run", "verbose")
+
+
+def invocation_options(config_file: str | None) -> dict[str, bool]:
+    """`dry_run` / `verbose` as set in the config file (absent: False)."""
+    data = load_yaml(config_file) if config_file else {}
+    return {k: bool(data.get(k, False)) for k in INVOCATION_KEYS}
+
+
 def build_config(cli: dict[str, Any], config_file: str | None) -> EvolveConfig:
     """Merge defaults < YAML file < explicit flags (flags left unset are None)."""
     merged: dict[str, Any] = load_yaml(config_file) if config_file else {}
+    for key in INVOCATION_KEYS:
+        merged.pop(key, None)
     merged.update({k: v for k, v in cli.items() if v is not None})
     try:
         return EvolveConfig(**merged)

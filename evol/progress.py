@@ -31,7 +31,9 @@ async def show_progress(stats: RunStats, console: Console, interval: float = 0.5
             if time.monotonic() - last >= 15:
                 last = time.monotonic()
                 total = stats.total if stats.total is not None else "?"
-                console.log(f"records {stats.finished}/{total} | {describe(stats)}")
+                eta = stats.eta()
+                left = f" | ETA {eta // 60:.0f}m{eta % 60:02.0f}s" if eta is not None else ""
+                console.log(f"records {stats.accounted}/{total} | {describe(stats)}{left}")
     columns = (
         TextColumn("records"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
@@ -40,7 +42,7 @@ async def show_progress(stats: RunStats, console: Console, interval: float = 0.5
         task = bar.add_task("evolve", total=stats.total, info="")
         try:
             while True:
-                bar.update(task, completed=stats.finished, total=stats.total, info=describe(stats))
+                bar.update(task, completed=stats.accounted, total=stats.total, info=describe(stats))
                 await asyncio.sleep(interval)
         finally:
-            bar.update(task, completed=stats.finished, info=describe(stats))
+            bar.update(task, completed=stats.accounted, info=describe(stats))

@@ -52,6 +52,16 @@ class RunDir:
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def begin(self, config: dict[str, Any]) -> None:
+        """Record the run's settings before its first call, so that a rerun after a crash
+        (which leaves no finished manifest) is checked against them too."""
+        if self.read_manifest().get("config"):
+            return
+        start = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running", "config": config}
+        tmp = self.manifest.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(start, indent=2, ensure_ascii=False))
+        os.replace(tmp, self.manifest)
+
     def read_manifest(self) -> dict[str, Any]:
         try:
             return json.loads(self.manifest.read_text())
@@ -142,11 +152,17 @@ def iter_records_in_order(path: Path):
 
 def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_seeds: bool,
              extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write llava.json and manifest.json from the journals; return the manifest."""
+    """Write llava.json and manifest.json from the journals; return the manifest.
+
+    Items the judge improved but scored below `min_score` get a "threshold" reject, made
+    here from the records rather than by the runner, so that `evol filter` with another
+    threshold leaves rejects.jsonl agreeing with llava.json.
+    """
     per_round: dict[int, Counter] = defaultdict(Counter)
     per_operator: dict[str, Counter] = defaultdict(Counter)
     totals: Counter = Counter()
-    with LlavaWriter(run.llava) as llava:
+    below = run.rejects.with_suffix(".threshold.tmp")
+    with LlavaWriter(run.llava) as llava, open(below, "w", encoding="utf-8") as below_out:
         for rec in iter_records_in_order(run.records):
             totals["records"] += 1
             totals["seed_items"] += len(rec.items)
@@ -173,13 +189,31 @@ def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_s
                     llava.write(llava_entry(rec, item))
                     totals["llava_entries"] += 1
                     kept_any = True
+                for item in v.items:
+                    verdict = item.verdict
+                    if verdict is not None and verdict.improved and verdict.score < min_score:
+                        why = f"score {verdict.score:g} below --min-score {min_score:g}: {verdict.reason or 'improved'}"
+                        entry = reject_entry(str(rec.meta.get("key", rec.id)), why, "threshold", record=rec.id,
+                                             item=item.id, round=v.round)
+                        below_out.write(json.dumps(entry, ensure_ascii=False) + "\n")
             totals["records_with_kept_items"] += kept_any
     reject_stages: Counter = Counter()
     final_rejects = 0
-    if run.rejects.exists():
-        for entry in read_jsonl_tolerant(run.rejects):
-            reject_stages[entry.get("stage", "?")] += 1
-            final_rejects += bool(entry.get("final"))
+    merged = run.rejects.with_suffix(".jsonl.tmp")
+    with open(merged, "w", encoding="utf-8") as out:
+        if run.rejects.exists():
+            for entry in read_jsonl_tolerant(run.rejects):
+                if entry.get("stage") == "threshold":
+                    continue  # made again below for the threshold now in force
+                out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                reject_stages[entry.get("stage", "?")] += 1
+                final_rejects += bool(entry.get("final"))
+        with open(below, encoding="utf-8") as f:
+            for line in f:
+                out.write(line)
+                reject_stages["threshold"] += 1
+    os.replace(merged, run.rejects)
+    below.unlink()
 
     def summarise(c: Counter) -> dict[str, Any]:
         d = dict(c)

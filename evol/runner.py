@@ -49,7 +49,20 @@ class RunStats:
 
     @property
     def finished(self) -> int:
+        """Records finished in this invocation (written or rejected)."""
         return self.records_done + self.records_rejected
+
+    @property
+    def accounted(self) -> int:
+        """Records done in all: finished now, or found finished by an earlier invocation."""
+        return self.finished + self.skipped_done
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left at this invocation's pace, or None while that is unknown."""
+        if self.total is None or self.finished == 0:
+            return None
+        elapsed = (time.monotonic() if now is None else now) - self.started
+        return max(0, self.total - self.accounted) * elapsed / self.finished
 
     @property
     def kept_ratio(self) -> float | None:
@@ -96,17 +109,22 @@ class Runner:
                 for n, res in enumerate(read_records(self.cfg.input, self.cfg.input_format)):
                     if self.cfg.limit is not None and n >= self.cfg.limit:
                         break
-                    if res.key in self.done:
+                    # A repeated id is rejected under a key of its own, so that a rerun
+                    # finds that reject done and still runs the first copy if it is not.
+                    duplicate = res.error is None and res.key in seen
+                    key = f"{res.key}@{res.index}" if duplicate else res.key
+                    if res.error is None:
+                        seen.add(res.key)
+                    if key in self.done:
                         self.stats.skipped_done += 1
                         continue
                     if res.error is not None:
                         self._reject_record(res.key, res.error.reason, res.error.stage, res.error.record_id)
                         continue
                     rec = res.record
-                    if res.key in seen:
-                        self._reject_record(res.key + f"@{res.index}", "duplicate record id", "read", rec.id)
+                    if duplicate:
+                        self._reject_record(key, "duplicate record id", "read", rec.id)
                         continue
-                    seen.add(res.key)
                     problem = self._check_images(rec)
                     if problem:
                         self._reject_record(res.key, problem, "image", rec.id)
@@ -207,12 +225,10 @@ class Runner:
                     continue
                 if child.passes(cfg.min_score):
                     self.stats.items_kept += 1
-                else:
-                    stage = "rule" if v.rule else "judge"
-                    why = v.reason or "not improved"
-                    if v.improved:
-                        why = f"score {v.score:g} below --min-score {cfg.min_score:g}: {why}"
-                    reject(why, stage, rnd, child.id)
+                elif not v.improved:
+                    reject(v.reason or "not improved", "rule" if v.rule else "judge", rnd, child.id)
+                # improved but scored below --min-score: a threshold, not a verdict, so
+                # `finalize` writes that reject (and rewrites it when `evol filter` changes it)
         return rejects
 
     async def _judge(self, rec: Record, version: Version, parents: list[Item], reject: Callable) -> None:

@@ -84,7 +84,10 @@ def test_key_covers_what_shapes_the_answer(tmp_path: Path, images: ImageStore):
         request_key(dataclasses.replace(req, template="evolve@v2"), "m", images),
         request_key(make_request(messages=(Message.text("user", "what is shown?"),)), "m", images),
         request_key(req, "m", ImageStore(images.root, max_side=512)),
+        request_key(req, "m", images, {"detail": "low"}),
     ]
+    text_only = make_request(messages=(Message.text("user", "what is shown?"),))
+    assert request_key(text_only, "m", images, {"detail": "low"}) == request_key(text_only, "m", images)
     assert key not in changed and len(set(changed)) == len(changed)
     # same path, new pixels -> new key
     PILImage.new("RGB", (9, 8), (9, 9, 9)).save(images.root / "x.png")

@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import FAKE_KEY, evolve_args, popen_cli, read_jsonl, run_cli, write_llava_seeds
 
 
-def _account(out: Path, n_input: int) -> tuple[list[dict], list[dict]]:
+def _account(out: Path, n_input: int, min_score: float = 0) -> tuple[list[dict], list[dict]]:
     """Check that every input record is in records.jsonl or rejected, and every
     evolved item is kept or has a reject entry; return (records, rejects)."""
     records = read_jsonl(out / "records.jsonl")
@@ -30,9 +30,14 @@ def _account(out: Path, n_input: int) -> tuple[list[dict], list[dict]]:
             if v["status"] == "failed":
                 assert (rec["id"], v["round"]) in failed_rounds
             for it in v["items"]:
-                kept = bool(it.get("verdict") and it["verdict"]["improved"])
+                v_ = it.get("verdict")
+                kept = bool(v_ and v_["improved"] and v_["score"] >= min_score)
                 assert kept == (it["id"] in llava_ids), it["id"]
                 assert kept or it["id"] in rejected_items, it["id"]
+                assert kept != (it["id"] in rejected_items), f"{it['id']} is both kept and rejected"
+    below = {r["item"] for r in rejects if r["stage"] == "threshold"}
+    assert below == {it["id"] for rec in records for v in rec["versions"] for it in v["items"]
+                     if it.get("verdict") and it["verdict"]["improved"] and it["verdict"]["score"] < min_score}
     return records, rejects
 
 
@@ -115,6 +120,11 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, server_factory):
     proc.wait()
     done_before = len(read_jsonl(out / "records.jsonl"))
     assert 0 < done_before < n, "the kill should land halfway"
+    # The killed run wrote no final manifest, but its settings were recorded at the start:
+    # resuming with another seed would mix two runs, and is refused before any call.
+    refused = run_cli(*args, "--seed", "5")
+    assert refused.returncode == 2 and "other settings (seed)" in " ".join(refused.stderr.split())
+    assert len(read_jsonl(out / "records.jsonl")) == done_before
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr
     assert (out / "llava.json").read_text() == (ref / "llava.json").read_text()
@@ -194,6 +204,15 @@ def test_filter_reapplies_threshold_without_requests(tmp_path, server):
     assert len(after) < len(before)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["thresholds"]["min_score"] == 6
+    # rejects.jsonl follows the threshold in force: the items it drops, each with its reason
+    _, rejects = _account(out, 10, min_score=6)
+    below = [r for r in rejects if r["stage"] == "threshold"]
+    assert below and all("below --min-score 6" in r["reason"] for r in below)
+    assert manifest["counts"]["rejects_by_stage"]["threshold"] == len(below)
+    assert run_cli("filter", str(out), "--min-score", "0").returncode == 0
+    _, rejects = _account(out, 10)
+    assert not [r for r in rejects if r["stage"] == "threshold"]
+    assert json.loads((out / "llava.json").read_text()) == before
 
 
 def test_dry_run_calls_nothing(tmp_path, server):
@@ -203,6 +222,13 @@ def test_dry_run_calls_nothing(tmp_path, server):
     assert res.returncode == 0, res.stderr
     assert "requests: at most 30" in res.stderr
     assert server.stats()["requests"] == 0
+    assert not (out / "cache.sqlite").exists()
+    # the config file's keys match the flags, --dry-run's too
+    cfg = tmp_path / "dry.yaml"
+    cfg.write_text("dry-run: true\nrounds: 2\n")
+    res = run_cli(*evolve_args(seeds, out, server.url, "--config", str(cfg)))
+    assert res.returncode == 0, res.stderr
+    assert "requests: at most 20" in res.stderr and server.stats()["requests"] == 0
     assert not (out / "cache.sqlite").exists()
 
 
@@ -269,3 +295,34 @@ def test_eliminated_chain_retries_with_a_fresh_request(tmp_path, server_factory)
     assert json.loads((out / "llava.json").read_text()) == []
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["invocations"][-1]["cached_calls"] == 0
+
+
+def test_duplicate_ids_are_rejected_once_across_reruns(tmp_path, server):
+    seeds = write_llava_seeds(tmp_path, 4)
+    lines = seeds.read_text().splitlines()
+    seeds.write_text("\n".join(lines + [lines[1], lines[2]]) + "\n")  # s1 and s2 twice
+    out = tmp_path / "run"
+    args = evolve_args(seeds, out, server.url, "--rounds", "1")
+    assert run_cli(*args).returncode == 0
+    records, rejects = _account(out, 6)
+    dups = sorted(r["key"] for r in rejects if r["reason"] == "duplicate record id")
+    assert dups == ["s1@4", "s2@5"] and len(records) == 4
+    # As if the run had died before the first s1 was written, after its duplicate's reject.
+    kept = [line for line in (out / "records.jsonl").read_text().splitlines() if '"id":"s1"' not in line]
+    (out / "records.jsonl").write_text("\n".join(kept) + "\n")
+    sent = server.stats()["requests"]
+    assert run_cli(*args).returncode == 0
+    records, rejects = _account(out, 6)
+    assert sorted(r["key"] for r in rejects if r["reason"] == "duplicate record id") == ["s1@4", "s2@5"]
+    assert sorted(r["id"] for r in records) == ["s0", "s1", "s2", "s3"]
+    assert server.stats()["requests"] == sent, "s1 came back from the cache"
+
+
+def test_progress_counts_resumed_records_and_gives_an_eta():
+    from evol.runner import RunStats
+
+    stats = RunStats(total=10, skipped_done=5, started=100.0)
+    assert stats.accounted == 5 and stats.eta(now=101.0) is None, "no pace yet"
+    stats.records_done, stats.records_rejected = 2, 1
+    assert stats.accounted == 8, "the bar counts records an earlier invocation finished"
+    assert stats.eta(now=106.0) == pytest.approx(2 * 6 / 3)

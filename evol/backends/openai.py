@@ -59,6 +59,8 @@ class OpenAIBackend:
         self.timeout = timeout
         self.max_attempts = max(1, max_attempts)
         self.image_detail = image_detail
+        # part of the cache key ("auto", the default, adds nothing: keys made before stay valid)
+        self.image_options = {"detail": image_detail} if image_detail and image_detail != "auto" else None
         self.structured = structured
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.fallback = structured == "prompt"
