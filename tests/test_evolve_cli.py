@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from conftest import FAKE_KEY, evolve_args, popen_cli, read_jsonl, run_cli, write_llava_seeds
