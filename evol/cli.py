@@ -468,6 +468,9 @@ def seed_provision(
     if short:
         console.print("generators that found less to ask than requested: " + ", ".join(
             f"{k} {report.produced[k]}/{report.asked[k]}" for k in short))
+    if report.ungrouped:
+        console.print(f"the last {report.ungrouped} image(s) were too few for a multi-image group of the sizes asked "
+                      f"({images}): they have single-image seeds only")
 
 
 def _llm_options(model: Optional[str], base_url: Optional[str], api_key_env: str, concurrency: int,

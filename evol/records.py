@@ -68,10 +68,15 @@ class Item(_Model):
 
 
 class Obj(_Model):
-    """A detected object: label and an optional box [x1, y1, x2, y2] normalised to 0-1."""
+    """A detected object: label and an optional box [x1, y1, x2, y2] normalised to 0-1.
+
+    `image` says which of a multi-image record's images (0-based) the box is in; None for
+    a record with one image.
+    """
 
     label: str
     box: list[float] | None = None
+    image: int | None = Field(None, ge=0)
 
     @field_validator("box")
     @classmethod

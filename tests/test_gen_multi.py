@@ -341,3 +341,14 @@ def test_output_independent_of_hash_seed():
     a, b = _dump("1"), _dump("4242")
     assert a == b
     assert sum(len(v) for v in json.loads(a).values()) > 20
+
+
+def test_relation_phrases_read_as_english():
+    from evol.provision.generators.multi import _with_relation
+
+    assert _with_relation("cat", "has", "nose") == "cat that has a nose"
+    assert _with_relation("man", "riding", "horse") == "man riding a horse"
+    assert _with_relation("cup", "on", "table") == "cup on a table"
+    assert _with_relation("dog", "is near", "car") == "dog that is near a car"
+    g = [sg("a", ["cat", "nose"], [(0, "has", 1)]), sg("b", ["cat", "nose"], []), sg("c", ["cat", "nose"], [])]
+    assert "a cat that has a nose" in run("image_has_relation", g)[0].question

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, SEEDS, read_jsonl, run_cli
 
 GRAPHS = SEEDS / "scene_graphs"
@@ -139,7 +141,7 @@ def test_records_built_without_validation_are_the_validated_records():
         assert again == r and again.model_dump() == r.model_dump()
         assert r.model_fields_set == again.model_fields_set == set(Record.model_fields)
         assert r.items[0].model_fields_set == set(type(r.items[0]).model_fields)
-        assert all(ob == type(ob)(label=ob.label, box=ob.box) for ob in r.objects)
+        assert all(ob == type(ob)(label=ob.label, box=ob.box, image=ob.image) for ob in r.objects)
     make = _rng_maker(5, "img-1", "img-2")
     for name in ("count_objects", "sg_relation_qa"):
         assert make(name).getrandbits(64) == derived_rng(5, "img-1", "img-2", name).getrandbits(64)
@@ -185,3 +187,43 @@ def test_a_streamed_graph_is_freed_without_the_cycle_collector():
         assert [r() is None for r in refs[:-1]] == [True] * (len(refs) - 1)  # the last may stay cached
     finally:
         gc.enable()
+
+
+def _single_names() -> list[str]:
+    from evol.provision.base import GENERATORS
+    import evol.provision.seed  # noqa: F401  (registers every generator)
+
+    return sorted(name for name, gen in GENERATORS.items() if not gen.multi)
+
+
+@pytest.mark.parametrize("name", _single_names())
+def test_every_single_image_generator_yields_nothing_for_an_empty_graph(name):
+    """No objects: nothing to ask, with or without a depth map and masks, and no retry loop."""
+    import random
+    import time
+
+    import numpy as np
+
+    from evol.provision.base import GENERATORS, GenContext
+    from evol.provision.graph import SceneGraph
+
+    bare = SceneGraph("e", "e.jpg", 64, 48, [], [], None, None).validate()
+    mapped = SceneGraph("e", "e.jpg", 64, 48, [], [], np.full((48, 64), 128, np.uint8), []).validate()
+    for g in (bare, mapped):
+        t = time.perf_counter()
+        assert GENERATORS[name].generate([g], random.Random(0), GenContext(), 1000) == []
+        assert time.perf_counter() - t < 0.1
+
+
+def test_multi_image_records_carry_every_images_boxes_and_leftovers_are_named(tmp_path):
+    out = tmp_path / "multi.jsonl"
+    graphs = SEEDS / "scene_graphs"
+    res = run_cli("seed", "provision", "--annotations", str(graphs), "--masks", str(graphs / "masks"),
+                  "--image-root", str(SEEDS), "--out", str(out), "--images", "3", "--no-single", "--seed", "1")
+    assert res.returncode == 0, res.stderr
+    recs = read_jsonl(out)
+    assert recs and all(len(r["images"]) == 3 for r in recs)
+    for r in recs:
+        assert {o["image"] for o in r["objects"]} == {0, 1, 2}, "boxes of every image, each saying which"
+        assert all(0 <= v <= 1 for o in r["objects"] for v in o["box"])
+    assert "the last 1 image(s) were too few" in " ".join(res.stderr.split())

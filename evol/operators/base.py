@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from evol.backends.base import Image, Message, Reply, ReplyParseError, Request, Sampling, Text
 from evol.prompts import load_prompt
-from evol.records import Item, Record, describe_validation_error
+from evol.records import Item, Obj, Record, describe_validation_error
 
 COMMON_PROMPT = "evolve_common"
 _ROUND_SUFFIX = re.compile(r"@r\d+$")  # "rec#0@r2" -> "rec#0"; an "@" inside a record id is kept
@@ -54,11 +54,18 @@ def format_box(box: list[float]) -> str:
     return "[" + ", ".join(f"{v:g}" for v in box) + "]"
 
 
+def object_line(o: Obj) -> str:
+    """"- label: [x1, y1, x2, y2]", the label alone when it has no box, and "(image k)"
+    (1-based, as people count pictures) when it belongs to one of several images."""
+    where = f" (image {o.image + 1})" if o.image is not None else ""
+    return f"- {o.label}{where}: {format_box(o.box)}" if o.box else f"- {o.label}{where}"
+
+
 def format_objects(record: Record) -> str:
-    """One line per object: "label: [x1, y1, x2, y2]", or the label alone when it has no box."""
+    """One line per object, see `object_line`."""
     if not record.objects:
         return "(none listed)"
-    return "\n".join(f"- {o.label}: {format_box(o.box)}" if o.box else f"- {o.label}" for o in record.objects)
+    return "\n".join(object_line(o) for o in record.objects)
 
 
 def has_boxes(record: Record) -> bool:

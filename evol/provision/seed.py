@@ -68,7 +68,7 @@ def _builder(cls: type[BaseModel], names: tuple[str, ...]) -> Callable[[dict[str
     return build
 
 
-_obj = _builder(Obj, ("label", "box"))
+_obj = _builder(Obj, ("label", "box", "image"))
 _item = _builder(Item, ("id", "question", "answer", "objects", "skills", "format", "steps", "options", "parent",
                         "verdict"))
 _record = _builder(Record, ("id", "images", "caption", "objects", "items", "versions", "source", "meta"))
@@ -82,6 +82,7 @@ class SeedReport:
     skipped: list[str] = field(default_factory=list)  # reasons, each naming the image
     asked: Counter = field(default_factory=Counter)  # generator -> QAs asked for
     produced: Counter = field(default_factory=Counter)  # generator -> QAs produced
+    ungrouped: int = 0  # images left over at the end, too few for a group size asked for
 
 
 def select_generators(names: list[str] | None, multi: bool) -> list[Generator]:
@@ -97,15 +98,16 @@ def _unit(v: float) -> float:
     return round(1.0 if v > 1.0 else 0.0 if v < 0.0 else v, 3)
 
 
-def _objects(graph: SceneGraph) -> list[Obj]:
+def _objects(graph: SceneGraph, image: int | None = None) -> list[Obj]:
     """The objects with boxes normalised to 0-1 and rounded to 3 places, as `Obj` would
-    validate them (clamped first, so they always pass)."""
+    validate them (clamped first, so they always pass); `image` is the graph's place in a
+    multi-image record."""
     w, h = graph.width, graph.height
     out = []
     for ob in graph.objects:
         x1, y1, x2, y2 = ob.box
         box = [_unit(x1 / w), _unit(y1 / h), _unit(x2 / w), _unit(y2 / h)]
-        out.append(_obj({"label": ob.label, "box": box}))
+        out.append(_obj({"label": ob.label, "box": box, "image": image}))
     return out
 
 
@@ -141,7 +143,7 @@ def _run(gens: list[Generator], graphs: list[SceneGraph], seed: int, ctx: GenCon
     ids = [g.image_id for g in graphs]
     images = [g.image for g in graphs]
     caption = None
-    objects = _objects(graphs[0]) if len(graphs) == 1 else []
+    objects = _objects(graphs[0]) if len(graphs) == 1 else [o for k, g in enumerate(graphs) for o in _objects(g, k)]
     rng_for = _rng_maker(seed, *ids)  # the same generators as derived_rng(seed, *ids, name)
     for gen in gens:
         qas = gen.generate(graphs, rng_for(gen.name), ctx, n)[:n]
@@ -189,3 +191,7 @@ def provision_records(
             if len(group) == sizes[n_groups % len(sizes)]:
                 yield from _run(multis, group, seed, ctx, per_generator, report)
                 group, n_groups = [], n_groups + 1
+    if group and len(group) in sizes:  # the last group came up short of its turn's size
+        yield from _run(multis, group, seed, ctx, per_generator, report)  # but is a size asked for
+    elif group:
+        report.ungrouped = len(group)

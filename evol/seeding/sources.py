@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from evol.io import ReadResult, read_records
-from evol.operators.base import format_box
+from evol.operators.base import format_box, object_line
 from evol.records import Obj, Record, RecordError
 
 MAX_OBJECTS = 40  # lines in the prompt; a crowded graph would otherwise drown the task
@@ -43,7 +43,7 @@ def has_notes(record: Record) -> bool:
 
 def notes(record: Record) -> dict[str, str]:
     """The prompt placeholders $caption, $objects and $regions for one record."""
-    objects = [f"- {o.label}: {format_box(o.box)}" if o.box else f"- {o.label}" for o in record.objects[:MAX_OBJECTS]]
+    objects = [object_line(o) for o in record.objects[:MAX_OBJECTS]]
     if len(record.objects) > MAX_OBJECTS:
         objects.append(f"- ... and {len(record.objects) - MAX_OBJECTS} more objects")
     regions = [f"- {t}: {format_box(b)}" if b else f"- {t}" for t, b in regions_of(record)[:MAX_REGIONS]]

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from evol.provision.base import (QA, GenContext, Generator, RarePool, as_multiple_choice, number,
                                  register)
+from evol.provision.generators.single_basic import _FINITE_VERBS, _be_phrase
 from evol.provision.graph import SceneGraph
 from evol.provision.vocab import attribute_category, attributes_in_category, is_countable, plural
 
@@ -276,6 +277,15 @@ class ImageLacksAttributedObject(_AttributedSelect):
     )
 
 
+def _with_relation(subj: str, pred: str, obj: str) -> str:
+    """The subject with its relation, readable after "a"/"no": "cat that has a nose" for a
+    finite verb, "man riding a horse" or "cup on a table" for a participle or preposition."""
+    first = pred.split()[0]
+    if first in _FINITE_VERBS or first in ("is", "are"):
+        return f"{subj} that {_be_phrase(pred)} {with_article(obj)}"
+    return f"{subj} {pred} {with_article(obj)}"
+
+
 class _RelationSelect(SelectImage):
     skills = ("relationship description", "context understanding")
     want_present = True
@@ -288,7 +298,7 @@ class _RelationSelect(SelectImage):
             right = _only_index([h == self.want_present for h in has])
             if right is None:
                 continue
-            bare = f"{subj} {pred} {with_article(obj)}"
+            bare = _with_relation(subj, pred, obj)
             out.append(_select((subj, pred, obj), ctx.freq.relations[pred],
                                {"rel": with_article(bare), "bare": bare}, right, [subj, obj],
                                {"relation": [subj, pred, obj], "present": has}))
