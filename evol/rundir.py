@@ -115,13 +115,15 @@ def prepare_resume(run: RunDir) -> set[str]:
     return terminal
 
 
-def _index_records(path: Path) -> array:
-    """(input index, byte offset) pairs of every record line, sorted by input index.
+def _index_records(path: Path) -> "np.ndarray":
+    """Byte offsets of every record line, sorted by input index.
 
-    Two machine words per record instead of the records themselves: the final files come
-    out in input order whatever order records finished in.
+    Two 8-byte numbers per record while reading (then one), instead of the records
+    themselves: the final files come out in input order whatever order records finished in.
     """
-    pairs: list[tuple[int, int]] = []
+    import numpy as np
+
+    indexes, offsets = array("q"), array("q")
     with open(path, "rb") as f:
         offset = 0
         for line in f:
@@ -131,13 +133,11 @@ def _index_records(path: Path) -> array:
                 except ValueError:
                     idx = -1
                 if idx >= 0:
-                    pairs.append((idx, offset))
+                    indexes.append(idx)
+                    offsets.append(offset)
             offset += len(line)
-    pairs.sort()
-    flat = array("q")
-    for idx, off in pairs:
-        flat.append(off)
-    return flat
+    order = np.argsort(np.frombuffer(indexes, dtype=np.int64) if indexes else np.zeros(0, np.int64), kind="stable")
+    return (np.frombuffer(offsets, dtype=np.int64) if offsets else np.zeros(0, np.int64))[order]
 
 
 def iter_records_in_order(path: Path):
@@ -146,7 +146,7 @@ def iter_records_in_order(path: Path):
     offsets = _index_records(path)
     with open(path, "rb") as f:
         for off in offsets:
-            f.seek(off)
+            f.seek(int(off))
             yield Record.model_validate_json(f.readline())
 
 
