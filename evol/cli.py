@@ -500,6 +500,11 @@ def _seed_summary(manifest: dict, out: str) -> None:
                   f"{manifest.get('cached_calls', 0)} from cache)")
     for reason, n in sorted(manifest.get("rejects_by_reason", {}).items(), key=lambda kv: -kv[1])[:8]:
         console.print(f"  rejected: {n} x {reason}")
+    unmatched = manifest.get("matching", {}).get("no_similar_group", 0)
+    if unmatched:
+        console.print(f"[yellow]note:[/yellow] {unmatched} of {manifest['matching']['pictures']} pictures were like "
+                      f"no instruction group ({manifest.get('embedder')} found no word in common), so their "
+                      "instructions were drawn at random (seeded); an embedder with word vectors matches better")
 
 
 _LLM_FLAGS = dict(

@@ -68,6 +68,13 @@ def test_instruct_end_to_end(tmp_path, server_factory):
     grow_calls = manifest["bank"]["grow_calls"]
     assert grow_calls >= 3  # at most 10 new instructions per call
     assert manifest["model_calls"] == grow_calls + len(groups) + 6  # + one summary per group + the answers
+    matching = manifest["matching"]
+    # cat, coffee and rocket were matched (the latter two's answers then rejected)
+    assert matching["pictures"] == 3 and 0 <= matching["no_similar_group"] <= 3
+    zero = sum(1 for r in records if max(m["similarity"] for m in r["meta"]["matched"]) == 0)
+    assert zero <= matching["no_similar_group"]
+    if matching["no_similar_group"]:
+        assert "were like no instruction group" in " ".join(res.stderr.split())
     print(f"\ninstruct: bank {len(seeds)}+{len(bank['grown'])} -> {len(groups)} groups ({bank['embedder']}); "
           f"{manifest['model_calls']} calls; rejects {manifest['rejects_by_reason']}")
 

@@ -82,8 +82,10 @@ def instruct_command(*, inputs: dict[str, Any], bank: str, grow: int, clusters: 
             groups = builder.cluster(texts, clusters or default_clusters(len(texts)))
             the_bank = Bank(seeds, grown, await builder.summarise(texts, groups), emb.name)
             write_bank(the_bank, bank_out)
-            answerer = Answerer(backend, opts, Matcher(the_bank.groups, emb, opts.seed), per_image)
+            matcher = Matcher(the_bank.groups, emb, opts.seed)
+            answerer = Answerer(backend, opts, matcher, per_image)
             n = await answer_all(stream, answerer, output.write, output.reject, limit=limit)
+            stats["matching"] = {"pictures": matcher.pictures, "no_similar_group": matcher.unmatched}
             stats["grow_calls"] = builder.grow_calls
             for s in (builder.stats, answerer.stats):
                 for k, v in vars(s).items():
@@ -102,6 +104,7 @@ def instruct_command(*, inputs: dict[str, Any], bank: str, grow: int, clusters: 
                  "asked_to_grow": grow, "grow_calls": stats.get("grow_calls", 0), "groups": len(the_bank.groups),
                  "groups_summarised": sum(g.summarised for g in the_bank.groups)},
         "per_image": per_image,
+        "matching": stats.get("matching", {}),
         "prompts": _prompt_versions(["instruct_grow", "instruct_summarise", "instruct_answer"]),
         "model_calls": stats.get("calls", 0), "cached_calls": stats.get("cached", 0),
         "failed_calls": stats.get("failed", 0),

@@ -243,9 +243,14 @@ class Matcher:
         self.groups, self.embedder, self.seed = groups, embedder, seed
         docs = [f"{g.instruction} {g.name} " + " ".join(g.members) for g in groups]
         self._vecs = embedder.fit(docs).encode(docs)
+        self.pictures = 0
+        self.unmatched = 0  # pictures like no group at all (TF-IDF: no word in common): seeded draw
 
     def match(self, record: Record, n: int) -> list[tuple[Group, float]]:
         sims = self._vecs @ self.embedder.encode([record_text(record)])[0]
+        self.pictures += 1
+        if not np.any(sims > 0):
+            self.unmatched += 1
         rng = derived_rng(self.seed, "match", record.id)
         jitter = np.array([rng.random() for _ in self.groups]) * 1e-6
         order = np.argsort(-(sims + jitter), kind="stable")[:n]
