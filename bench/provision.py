@@ -7,7 +7,11 @@ its depth and masks, then its QAs generated). Prints milliseconds per image and 
 second for generation (the issue's figure: per-graph depth and mask work included) and
 for loading, taking the fastest of a few passes since the machine is shared.
 
-    python bench/provision.py --images 240 [--passes 3] [--preload]
+`--workers 1,2` also times the whole run as the CLI makes it with `--workers N` (wall
+time from reading the stage files to the JSON lines written: frequency pass, loading,
+generation, serialisation), once per N given.
+
+    python bench/provision.py --images 240 [--passes 3] [--preload] [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from typing import Iterable, Iterator
 import numpy as np
 from scipy import sparse
 
+from evol.io import JsonlWriter
 from evol.provision.base import Frequencies, GenContext
-from evol.provision.loaders import load_provision
+from evol.provision.loaders import load_provision, read_provision
+from evol.provision.parallel import provision_jsonl
 from evol.provision.seed import SeedReport, provision_records
 
 LABELS = ["person", "dog", "car", "tree", "bench", "cup", "bottle", "chair", "table", "lamp", "bicycle", "sign"]
@@ -125,18 +131,52 @@ def one_pass(folder: Path, per_generator: int, preload: bool) -> Pass:
     return Pass(report.images, n_qa, count_s, spent[0], generate_s, len(report.asked), short)
 
 
+def cli_pass(folder: Path, per_generator: int, workers: int) -> tuple[float, int, int]:
+    """One whole run as `evol seed provision --workers N` makes it, JSON lines written to a
+    file: (wall seconds, images, QAs)."""
+    out = folder / "out.jsonl"
+    out.unlink(missing_ok=True)
+    report = SeedReport()
+    n = 0
+    t0 = time.perf_counter()
+    if workers == 1:
+        def load(masks: bool):
+            return load_provision(folder, masks_dir=folder / "masks" if masks else None, image_root=folder)
+
+        freq = Frequencies()
+        for g in load(masks=False):
+            if not isinstance(g, Exception):
+                freq.add(g)
+        with JsonlWriter(out) as writer:
+            for rec in provision_records(load(masks=True), ctx=GenContext(freq=freq), seed=7,
+                                         per_generator=per_generator, report=report):
+                writer.write(rec)
+                n += 1
+    else:
+        images = read_provision(folder, masks_dir=folder / "masks", image_root=folder)
+        with open(out, "wb") as f:
+            for block in provision_jsonl(images, ctx=GenContext(), seed=7, per_generator=per_generator,
+                                         report=report, workers=workers):
+                f.write(block)
+                n += block.count(b"\n")
+    return time.perf_counter() - t0, report.images, n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--per-generator", type=int, default=2)
     ap.add_argument("--passes", type=int, default=3, help="timed runs over the dataset; the fastest is reported")
     ap.add_argument("--preload", action="store_true", help="load every graph before generation starts")
+    ap.add_argument("--workers", default="", help="also time the CLI's whole run with these worker counts, e.g. 1,2")
     args = ap.parse_args()
+    counts = [int(x) for x in args.workers.split(",") if x.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "masks").mkdir()
         write_dataset(folder, args.images)
         runs = [one_pass(folder, args.per_generator, args.preload) for _ in range(max(1, args.passes))]
+        cli = {w: [cli_pass(folder, args.per_generator, w) for _ in range(max(1, args.passes))] for w in counts}
 
     best = min(runs, key=lambda r: r.generate_s)
     n, q = best.images, best.qas
@@ -151,6 +191,11 @@ def main() -> None:
     print(f"load                {best.load_s / n * 1000:.2f} ms/image   (stage files, depth .npy, mask pickles)")
     print(f"whole run           {whole_s / n * 1000:.2f} ms/image   {q / whole_s:,.0f} QA/s   "
           f"(frequency pass {best.count_s / n * 1000:.2f} + load + generate)")
+    for w, passes in cli.items():
+        wall, n_img, n_qa = min(passes)
+        label = f"CLI run, {w} worker{'s' if w > 1 else ''}"
+        print(f"{label:<19} {wall / n_img * 1000:.2f} ms/image   {n_qa / wall:,.0f} QA/s   (wall, JSON lines "
+              f"written; passes: {', '.join(f'{p[0] / n_img * 1000:.2f}' for p in passes)} ms/image)")
 
 
 if __name__ == "__main__":

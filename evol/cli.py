@@ -418,6 +418,8 @@ def seed_provision(
     single: bool = typer.Option(True, "--single/--no-single", help="Run the single-image generators."),
     number_words: bool = typer.Option(False, "--number-words", help="Write counts as words."),
     depth_gap: int = typer.Option(20, help="Least depth difference (0-255) for depth questions."),
+    workers: int = typer.Option(1, min=1, help="Processes that load graphs and generate; the file is the same "
+                                "for any number."),
 ) -> None:
     """Write factual Q&A seeds from scene graphs with the programmatic generators."""
     from evol.provision.base import Frequencies, GenContext
@@ -427,6 +429,8 @@ def seed_provision(
 
     if bool(annotations) == bool(vg):
         _fail("give exactly one of --annotations or --vg")
+    if not isinstance(workers, int):  # called as a plain function (the demo) without it
+        workers = 1
     root = Path(image_root) if image_root else None
     ids = [x.strip() for x in vg_ids.split(",") if x.strip()] if vg_ids else None
 
@@ -439,21 +443,38 @@ def seed_provision(
     try:
         sizes = [int(x) for x in images.split(",")] if images else None
         names = [x.strip() for x in generators.split(",") if x.strip()] if generators else None
-        freq = Frequencies()  # first pass, without masks: how common everything is
-        for g in load(with_masks=False):
-            if not isinstance(g, Exception):
-                freq.add(g)
-        ctx = GenContext(mc_ratio=mc_ratio, n_choices=choices, number_words=number_words, depth_gap=depth_gap, freq=freq)
         report = SeedReport()
         out_path = Path(out)
         tmp = out_path.with_name(out_path.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        with JsonlWriter(tmp) as writer:
+        if workers > 1:  # both passes in worker processes; they hand back finished JSON lines
+            from evol.provision.loaders import read_provision
+            from evol.provision.parallel import provision_jsonl
+
+            source = load if vg else read_provision(annotations, masks_dir=Path(masks) if masks else None,
+                                                    depth_dir=Path(depth) if depth else None, image_root=root)
+            ctx = GenContext(mc_ratio=mc_ratio, n_choices=choices, number_words=number_words, depth_gap=depth_gap)
+            tmp.unlink(missing_ok=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
             n = 0
-            for rec in provision_records(load(with_masks=True), ctx=ctx, seed=seed, per_generator=per_generator,
-                                         generators=names, group_sizes=sizes, single=single, report=report):
-                writer.write(rec)
-                n += 1
+            with open(tmp, "wb") as f:
+                for block in provision_jsonl(source, ctx=ctx, seed=seed, per_generator=per_generator, generators=names,
+                                             group_sizes=sizes, single=single, report=report, workers=workers):
+                    f.write(block)
+                    n += block.count(b"\n")
+        else:
+            freq = Frequencies()  # first pass, without masks: how common everything is
+            for g in load(with_masks=False):
+                if not isinstance(g, Exception):
+                    freq.add(g)
+            ctx = GenContext(mc_ratio=mc_ratio, n_choices=choices, number_words=number_words, depth_gap=depth_gap,
+                             freq=freq)
+            tmp.unlink(missing_ok=True)
+            with JsonlWriter(tmp) as writer:
+                n = 0
+                for rec in provision_records(load(with_masks=True), ctx=ctx, seed=seed, per_generator=per_generator,
+                                             generators=names, group_sizes=sizes, single=single, report=report):
+                    writer.write(rec)
+                    n += 1
         tmp.replace(out_path)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

@@ -227,3 +227,109 @@ def test_multi_image_records_carry_every_images_boxes_and_leftovers_are_named(tm
         assert {o["image"] for o in r["objects"]} == {0, 1, 2}, "boxes of every image, each saying which"
         assert all(0 <= v <= 1 for o in r["objects"] for v in o["box"])
     assert "the last 1 image(s) were too few" in " ".join(res.stderr.split())
+
+
+# --workers: the same files from worker processes ------------------------------------------
+def _many_graphs(folder, copies=4):
+    """The shipped graphs `copies` times over (ids "<name>-<k>", interleaved), with bad
+    images: two that fail on their stage entries (seen by the frequency pass) and two whose
+    mask file is corrupt (found only when masks load, after grouping was planned)."""
+    shutil.copytree(GRAPHS, folder, ignore=shutil.ignore_patterns("*.py", "*.md"))
+    (folder / "masks" / "broken.pkl").write_bytes(b"not a pickle")
+    for stage in ("detection", "segmentation", "depth", "attributes", "relations"):
+        path = folder / f"{stage}.json"
+        data = json.loads(path.read_text())
+        many = {f"{name}-{k}": json.loads(json.dumps(entry)) for k in range(copies) for name, entry in data.items()}
+        if stage == "detection":
+            ann = many["chelsea-1"]["annotation"]
+            ann["bboxes"][0] = [ann["width"] - 5, 0, ann["width"] + 50, 10]  # box outside the image
+        if stage == "relations":
+            many["coffee-2"]["annotation"]["relations"].append([0, "near", 999])  # index out of range
+        if stage == "segmentation":
+            for bad in ("rocket-0", "astronaut-3"):
+                many[bad]["annotation"]["seg_mask_id"] = "broken.pkl"
+        path.write_text(json.dumps(many))
+    return folder
+
+
+def _outputs(out):
+    return out.read_bytes(), out.with_name(out.stem + ".rejects.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("extra", [[], ["--images", "2,3"]])
+def test_workers_write_the_same_files_as_one_process(tmp_path, extra):
+    got = {}
+    for w in ("1", "2"):
+        out = tmp_path / f"w{w}.jsonl"
+        res = run_cli(*seed_args(out, *extra, "--workers", w))
+        assert res.returncode == 0, res.stderr
+        got[w] = (*_outputs(out), res.stderr.replace(str(out.with_suffix("")), "OUT"))
+    assert got["1"] == got["2"] and len(got["1"][0]) > 1000
+
+
+def test_workers_keep_bad_images_groups_and_rejects_in_order(tmp_path):
+    folder = _many_graphs(tmp_path / "graphs")
+    got = {}
+    for w in ("1", "2"):
+        out = tmp_path / f"w{w}.jsonl"
+        res = run_cli("seed", "provision", "--annotations", str(folder), "--masks", str(folder / "masks"),
+                      "--image-root", str(SEEDS), "--out", str(out), "--images", "2,3", "--seed", "3",
+                      "--workers", w, env={"PYTHONHASHSEED": str(w)})
+        assert res.returncode == 0, res.stderr
+        got[w] = (*_outputs(out), res.stderr.replace(str(out.with_suffix("")), "OUT"))
+    assert got["1"] == got["2"]
+    assert "4 images skipped" in " ".join(got["2"][2].split())
+    rejects = [json.loads(line)["reason"] for line in got["2"][1].decode().splitlines()]
+    assert [r.split("'")[1] for r in rejects] == ["rocket-0", "chelsea-1", "coffee-2", "astronaut-3"]
+    groups = [r["meta"]["image_ids"] for r in map(json.loads, got["2"][0].decode().splitlines())
+              if len(r["images"]) > 1]
+    assert ["astronaut-0", "chelsea-0"] in groups and ["coffee-0", "astronaut-1", "coffee-1"] in groups
+
+
+@pytest.mark.parametrize("sizes", [None, [2, 3], [4]])
+def test_parallel_records_equal_one_process_records_when_guesses_fail(tmp_path, monkeypatch, sizes):
+    """Small chunks, and masks that fail only when read: grouping planned from the frequency
+    pass goes wrong and is planned again, and the records still equal one process's."""
+    from evol.provision import parallel
+    from evol.provision.base import Frequencies, GenContext
+    from evol.provision.loaders import load_provision, read_provision
+    from evol.provision.seed import SeedReport, provision_records
+
+    folder = _many_graphs(tmp_path / "graphs")
+    load = lambda masks: load_provision(folder, masks_dir=folder / "masks" if masks else None, image_root=SEEDS)
+    freq = Frequencies()
+    for g in load(False):
+        if not isinstance(g, Exception):
+            freq.add(g)
+    one = SeedReport()
+    want = "".join(r.model_dump_json(exclude_none=True) + "\n" for r in provision_records(
+        load(True), ctx=GenContext(freq=freq, mc_ratio=0.3), seed=9, group_sizes=sizes, report=one)).encode()
+    plans = []
+    plan = parallel._plan
+    monkeypatch.setattr(parallel, "_plan", lambda *a: plans.append(a[3]) or plan(*a))
+    for source, chunk in ((read_provision(folder, masks_dir=folder / "masks", image_root=SEEDS), 1),
+                          (read_provision(folder, masks_dir=folder / "masks", image_root=SEEDS), 3),
+                          (load, 2)):
+        plans.clear()
+        many = SeedReport()
+        got = b"".join(parallel.provision_jsonl(source, ctx=GenContext(mc_ratio=0.3), seed=9, group_sizes=sizes,
+                                                report=many, workers=2, chunk_size=chunk))
+        assert got == want
+        assert (many.images, many.skipped, many.ungrouped) == (one.images, one.skipped, one.ungrouped)
+        assert many.asked == one.asked and many.produced == one.produced
+        if sizes and source is not load:
+            assert len(plans) > 1  # a guess failed and the rest was planned again
+
+
+def test_parallel_runs_under_spawn_too():
+    """Where fork is missing, workers are spawned: what they are given must pickle."""
+    from evol.provision import parallel
+    from evol.provision.base import GenContext
+    from evol.provision.loaders import read_provision
+
+    def run(method):
+        source = read_provision(GRAPHS, masks_dir=GRAPHS / "masks", image_root=SEEDS)
+        return b"".join(parallel.provision_jsonl(source, ctx=GenContext(), seed=4, group_sizes=[3], workers=2,
+                                                 chunk_size=1, start_method=method))
+
+    assert run("spawn") == run("fork") != b""

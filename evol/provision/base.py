@@ -57,6 +57,19 @@ class Frequencies:
         self.relations.update(r.predicate for r in graph.relations)
         self._sorted_attributes = self._sorted_relations = None
 
+    @staticmethod
+    def parts(graph: SceneGraph) -> tuple[tuple[tuple[str, list[str]], ...], tuple[str, ...]]:
+        """What `add` counts of a graph, small enough to send between processes."""
+        return tuple((ob.label, ob.attributes) for ob in graph.objects), tuple(r.predicate for r in graph.relations)
+
+    def add_parts(self, objects: Iterable[tuple[str, list[str]]], predicates: Iterable[str]) -> None:
+        """`add` for a graph given as `parts(graph)`: the same counts, updated in the same order."""
+        for label, attributes in objects:
+            self.objects[label] += 1
+            self.attributes.update(attributes)
+        self.relations.update(predicates)
+        self._sorted_attributes = self._sorted_relations = None
+
     @property
     def sorted_attributes(self) -> list[str]:
         """Every attribute seen, sorted: the same list object until the next `add` (or a key

@@ -28,6 +28,9 @@ class GraphError(ValueError):
         self.image_id = image_id
         self.reason = reason
 
+    def __reduce__(self):  # picklable (the parallel seeding path sends them between processes)
+        return type(self), (self.image_id, self.reason)
+
 
 @dataclass
 class SGObject:

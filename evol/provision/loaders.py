@@ -49,6 +49,8 @@ from evol.provision.vocab import normalize_attribute, normalize_label
 __all__ = [
     "STAGES",
     "load_provision",
+    "read_provision",
+    "ProvisionImages",
     "load_visual_genome",
     "graph_to_json",
     "graph_from_json",
@@ -326,6 +328,77 @@ def load_provision(
 
 def _iter_provision(files: list[Path], folder: Path | None, *, masks_dir: Path | None,
                     depth_dir: Path | None, image_root: Path | None) -> Iterator[SceneGraph | GraphError]:
+    images, given, depth_dir = _merge_stage_files(files, folder, depth_dir)
+    for image_id, rec in images.items():
+        try:
+            yield _build_provision_graph(image_id, rec, given, masks_dir=masks_dir,
+                                         depth_dir=depth_dir, image_root=image_root)
+        except GraphError as e:
+            yield e
+
+
+class ProvisionImages:
+    """ProVision stage files read and merged by image id, each image's graph built on demand.
+
+    What `load_provision` streams, but addressable: `ids` in the order `load_provision`
+    yields them, and `build(index)` gives the graph that it yields for that image (or
+    raises the `GraphError` it yields). The parallel seeding path uses this so that worker
+    processes can build images independently. The merged stage data stays in memory, as
+    it does while `load_provision` streams.
+    """
+
+    def __init__(self, images: dict[str, _ImageEntries], given: set[str], *, masks_dir: Path | None,
+                 depth_dir: Path | None, image_root: Path | None):
+        self._images = images
+        self.ids: list[str] = list(images)
+        self._given = given
+        self.masks_dir = masks_dir
+        self.depth_dir = depth_dir
+        self.image_root = image_root
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def build(self, index: int, *, masks: bool = True) -> SceneGraph:
+        """The graph of image `ids[index]`, with its masks when `masks` (and a masks_dir was
+        given); raises `GraphError`."""
+        image_id = self.ids[index]
+        return _build_provision_graph(image_id, self._images[image_id], self._given,
+                                      masks_dir=self.masks_dir if masks else None, depth_dir=self.depth_dir,
+                                      image_root=self.image_root)
+
+    def graphs(self, *, masks: bool = True) -> Iterator[SceneGraph | GraphError]:
+        """Every image's graph or error, in order: what `load_provision` yields."""
+        for k in range(len(self.ids)):
+            try:
+                yield self.build(k, masks=masks)
+            except GraphError as e:
+                yield e
+
+
+def read_provision(
+    annotation_dir_or_files: PathLike | Iterable[PathLike],
+    *,
+    masks_dir: Path | None,
+    depth_dir: Path | None = None,
+    image_root: Path | None,
+) -> ProvisionImages:
+    """`load_provision`'s input read at once into a `ProvisionImages` (same arguments, same
+    checks; problems with the stage files as a whole raise here)."""
+    files, folder = _stage_files(annotation_dir_or_files)
+    if masks_dir is not None and not Path(masks_dir).is_dir():
+        raise FileNotFoundError(f"masks_dir {masks_dir} is not a folder")
+    if depth_dir is not None and not Path(depth_dir).is_dir():
+        raise FileNotFoundError(f"depth_dir {depth_dir} is not a folder")
+    images, given, depth = _merge_stage_files(files, folder, None if depth_dir is None else Path(depth_dir))
+    return ProvisionImages(images, given, masks_dir=None if masks_dir is None else Path(masks_dir),
+                           depth_dir=depth, image_root=None if image_root is None else Path(image_root))
+
+
+def _merge_stage_files(files: list[Path], folder: Path | None, depth_dir: Path | None
+                       ) -> tuple[dict[str, _ImageEntries], set[str], Path | None]:
+    """Read the stage files and merge their entries by image id (in image order); also the
+    stages given and the depth folder to use."""
     read: list[tuple[Path, list[str], dict]] = []
     for path in files:
         got = _read_stage_file(path, strict=folder is None)
@@ -365,13 +438,7 @@ def _iter_provision(files: list[Path], folder: Path | None, *, masks_dir: Path |
                     continue
                 rec.stages[stage] = entry["annotation"]
                 rec.files[stage] = path
-
-    for image_id, rec in images.items():
-        try:
-            yield _build_provision_graph(image_id, rec, given, masks_dir=masks_dir,
-                                         depth_dir=depth_dir, image_root=image_root)
-        except GraphError as e:
-            yield e
+    return images, given, depth_dir
 
 
 def _build_provision_graph(image_id: str, rec: _ImageEntries, given: set[str], *, masks_dir: Path | None,

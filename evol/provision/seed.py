@@ -172,26 +172,60 @@ def provision_records(
     through the sizes, and fed to the multi-image generators.
     """
     report = report if report is not None else SeedReport()
+    singles, multis, sizes = run_plan(generators, group_sizes, single)
+    state = GroupState()
+    yield from grouped_records(graphs, singles, multis, sizes, seed, ctx, per_generator, report, state)
+    yield from last_group_records(multis, sizes, seed, ctx, per_generator, report, state)
+
+
+def run_plan(generators: list[str] | None, group_sizes: list[int] | None, single: bool
+             ) -> tuple[list[Generator], list[Generator], list[int]]:
+    """The single-image generators, multi-image generators and group sizes to run; raises
+    `ValueError` for unknown generators or group sizes below 2."""
     singles = select_generators(generators, multi=False) if single else []
     multis = select_generators(generators, multi=True) if group_sizes else []
     sizes = [s for s in (group_sizes or []) if s >= 2]
     if group_sizes and not sizes:
         raise ValueError("image group sizes must be 2 or more")
-    group: list[SceneGraph] = []
-    n_groups = 0
+    return singles, multis, sizes
+
+
+class GroupState:
+    """Where multi-image grouping stands: how many groups were made, and the good graphs
+    of the group being filled. Carried from one stretch of graphs to the next."""
+
+    __slots__ = ("made", "group")
+
+    def __init__(self, made: int = 0, group: list[SceneGraph] | None = None):
+        self.made = made
+        self.group: list[SceneGraph] = group if group is not None else []
+
+
+def grouped_records(graphs: Iterable[SceneGraph | GraphError], singles: list[Generator], multis: list[Generator],
+                    sizes: list[int], seed: int, ctx: GenContext, n: int, report: SeedReport,
+                    state: GroupState) -> Iterator[Record]:
+    """`provision_records` for a stretch of graphs, grouping on from `state` (updated);
+    the group left at the end stays in `state` (see `last_group_records`)."""
     for g in graphs:
         if isinstance(g, GraphError):
             report.skipped.append(str(g))
             continue
         report.images += 1
         if singles:
-            yield from _run(singles, [g], seed, ctx, per_generator, report)
+            yield from _run(singles, [g], seed, ctx, n, report)
         if sizes:
-            group.append(g)
-            if len(group) == sizes[n_groups % len(sizes)]:
-                yield from _run(multis, group, seed, ctx, per_generator, report)
-                group, n_groups = [], n_groups + 1
-    if group and len(group) in sizes:  # the last group came up short of its turn's size
-        yield from _run(multis, group, seed, ctx, per_generator, report)  # but is a size asked for
+            state.group.append(g)
+            if len(state.group) == sizes[state.made % len(sizes)]:
+                yield from _run(multis, state.group, seed, ctx, n, report)
+                state.group, state.made = [], state.made + 1
+
+
+def last_group_records(multis: list[Generator], sizes: list[int], seed: int, ctx: GenContext, n: int,
+                       report: SeedReport, state: GroupState) -> Iterator[Record]:
+    """After the last graph: the group left over when it came up short of its turn's size
+    but is a size asked for; otherwise its images are counted in `report.ungrouped`."""
+    group = state.group
+    if group and len(group) in sizes:
+        yield from _run(multis, group, seed, ctx, n, report)
     elif group:
         report.ungrouped = len(group)
