@@ -327,3 +327,26 @@ def test_progress_counts_resumed_records_and_gives_an_eta():
     stats.records_done, stats.records_rejected = 2, 1
     assert stats.accounted == 8, "the bar counts records an earlier invocation finished"
     assert stats.eta(now=106.0) == pytest.approx(2 * 6 / 3)
+
+
+def test_rounds_have_no_barriers(tmp_path, server_factory):
+    """One record's calls take 5 s; the nine others go through all three rounds and are
+    written while that record is still in its first call."""
+    srv = server_factory(latency=0.01, slow=[(["picture 0?"], 5.0)], improved_rate=1.0)
+    seeds = write_llava_seeds(tmp_path, 10)
+    out = tmp_path / "run"
+    proc = popen_cli(*evolve_args(seeds, out, srv.url, "--rounds", "3"))
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(read_jsonl(out / "records.jsonl")) < 9:
+            time.sleep(0.02)
+        written = read_jsonl(out / "records.jsonl")
+        slow_calls = srv.stats().get("slow", 0)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sorted(r["id"] for r in written) == [f"s{i}" for i in range(1, 10)], "s0 is still running"
+    rounds = [[v["round"] for v in r["versions"]] for r in written]
+    assert all(r == [1, 2, 3][:len(r)] for r in rounds) and sum(len(r) == 3 for r in rounds) >= 5, \
+        "the fast records went through their rounds"
+    assert slow_calls == 1, "meanwhile s0 made only its first call: no round waited for it"

@@ -63,6 +63,9 @@ class ServerConfig:
     # every substring of an entry gets that entry's content verbatim (first match wins),
     # so tests can plant a bad reply for one record and see the filters catch it.
     scripted: list = field(default_factory=list)
+    # Slow requests: (substrings, seconds) pairs. A request whose message text holds every
+    # substring takes that long instead of `latency` (first match wins): one slow record.
+    slow: list = field(default_factory=list)
 
 
 # ----------------------------------------------------------------- generation
@@ -308,6 +311,14 @@ async def _chat(request: web.Request) -> web.Response:
     # The answer is made first and the sleep covers only what is left of the latency, so
     # a configured latency L is the server's whole answer time, not L plus its own work.
     delay = cfg.hang_seconds if fault == "timeout" else state.delay()
+    if cfg.slow and fault != "timeout":
+        text = _message_text(body.get("messages"))[0]
+        for needles, seconds in cfg.slow:
+            needles = [needles] if isinstance(needles, str) else needles
+            if all(n in text for n in needles):
+                state.bump("slow")
+                delay = float(seconds)
+                break
     content = ""
     if fault == "garbled":
         content = state.rng.choice([
