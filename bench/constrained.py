@@ -36,17 +36,14 @@ _TWISTS = (" Explain how you can tell.", " Name the object it refers to.", " Ans
 
 
 def seed_records(n: int):
-    """n seed records written from the shipped scene graphs (cycled when n is larger)."""
+    """n seed records from the shipped scene graphs (written once to a temporary file, cycled)."""
     import tempfile
 
-    from evol.cli import seed_provision
+    from evol.cli import write_sample_seeds
     from evol.io import read_records
 
-    graphs = REPO / "seeds" / "scene_graphs"
     out = Path(tempfile.mkdtemp(prefix="evol-bench-")) / "seeds.jsonl"
-    seed_provision(out=str(out), annotations=str(graphs), masks=str(graphs / "masks"), depth=None, vg=None,
-                   vg_ids=None, image_root=str(REPO / "seeds"), per_generator=1, mc_ratio=0.5, choices=4, seed=0,
-                   images="2", generators=None, single=True, number_words=False, depth_gap=20)
+    write_sample_seeds(out)
     records = [r.record for r in read_records(str(out), "auto") if r.record is not None]
     return [records[i % len(records)] for i in range(n)]
 

@@ -22,7 +22,6 @@ sys.path.insert(0, str(REPO))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from evol.backends.base import BackendError, Sampling  # noqa: E402
@@ -30,20 +29,19 @@ from evol.backends.hf import HFBackend, HFEngine  # noqa: E402
 from evol.backends.local import embedded_model, model_source  # noqa: E402
 from evol.eliminator.judge import Judge  # noqa: E402
 from evol.images import ImageStore  # noqa: E402
-from evol.io import read_records  # noqa: E402
 from evol.operators import OPERATORS  # noqa: E402
 from evol.operators.base import BuildOptions  # noqa: E402
 
 
 def seed_records(n: int):
-    """n seed records from the shipped scene graphs (written once to a temporary file)."""
-    from evol.cli import seed_provision
+    """n seed records from the shipped scene graphs (written once to a temporary file, cycled)."""
+    import tempfile
 
-    graphs = REPO / "seeds" / "scene_graphs"
+    from evol.cli import write_sample_seeds
+    from evol.io import read_records
+
     out = Path(tempfile.mkdtemp(prefix="evol-bench-")) / "seeds.jsonl"
-    seed_provision(out=str(out), annotations=str(graphs), masks=str(graphs / "masks"), depth=None, vg=None,
-                   vg_ids=None, image_root=str(REPO / "seeds"), per_generator=1, mc_ratio=0.5, choices=4, seed=0,
-                   images="2", generators=None, single=True, number_words=False, depth_gap=20)
+    write_sample_seeds(out)
     records = [r.record for r in read_records(str(out), "auto") if r.record is not None]
     return [records[i % len(records)] for i in range(n)]
 

@@ -12,7 +12,6 @@ CPU seconds per request (this process only; the server's CPU is not counted).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import subprocess
 import sys

@@ -8,13 +8,13 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
 
 from evol import aio
-from evol.config import ConfigError, EvolveConfig, build_config, invocation_options
+from evol.config import ConfigError, EvolveConfig, build_config
 from evol.rundir import RunDir, finalize, prepare_resume
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -83,8 +83,7 @@ def evolve(
     """Evolve a seed file for several rounds, judge every step, write a run folder."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "dry_run", "verbose")}
     try:
-        cfg = build_config(flags, config)
-        from_file = invocation_options(config)
+        cfg, from_file = build_config(flags, config)
     except ConfigError as exc:
         _fail(str(exc))
     dry_run, verbose = dry_run or from_file["dry_run"], verbose or from_file["verbose"]
@@ -295,6 +294,20 @@ def report_cmd(
     console.print(f"report: {path}", highlight=False)
 
 
+SAMPLES = Path(__file__).resolve().parent.parent / "seeds"
+
+
+def write_sample_seeds(out: Path) -> None:
+    """Programmatic seeds from the shipped scene graphs, one QA per generator, image pairs
+    too: what `evol demo` starts from (and what the local-backend benches feed)."""
+    graphs = SAMPLES / "scene_graphs"
+    seed_provision(
+        out=str(out), annotations=str(graphs), masks=str(graphs / "masks"), depth=None, vg=None, vg_ids=None,
+        image_root=str(SAMPLES), per_generator=1, mc_ratio=0.5, choices=4, seed=0, images="2", generators=None,
+        single=True, number_words=False, depth_gap=20,
+    )
+
+
 @app.command()
 def demo(
     out: str = typer.Option("runs/demo", "--out", help="Run folder for the demo."),
@@ -318,18 +331,14 @@ def demo(
     if backend == "vllm" and not model:
         _fail("--backend vllm needs --model: a local model folder")
     t0 = time.monotonic()
-    seeds = Path(__file__).resolve().parent.parent / "seeds"
+    seeds = SAMPLES
     graphs = seeds / "scene_graphs"
     if not graphs.exists():
         _fail(f"sample data not found at {graphs}: run from a source checkout (pip install -e .)")
     Path(out).mkdir(parents=True, exist_ok=True)
     all_seeds, seed_file = Path(out) / "seeds_all.jsonl", Path(out) / "seeds.jsonl"
     console.print(f"demo 1/3: programmatic seeds from the scene graphs in {graphs}")
-    seed_provision(
-        out=str(all_seeds), annotations=str(graphs), masks=str(graphs / "masks"), depth=None, vg=None, vg_ids=None,
-        image_root=str(seeds), per_generator=1, mc_ratio=0.5, choices=4, seed=0, images="2", generators=None,
-        single=True, number_words=False, depth_gap=20,
-    )
+    write_sample_seeds(all_seeds)
     picked = _spread_lines(all_seeds, seed_file, records)
     console.print(f"      {picked} of them, spread over the photos, in {seed_file}")
     server = None
@@ -514,6 +523,24 @@ def _llm_options(model: Optional[str], base_url: Optional[str], api_key_env: str
                       device=device, batch_size=batch_size)
 
 
+def _seed_inputs(path: Optional[str], annotations: Optional[str], vg: Optional[str], vg_ids: Optional[str],
+                 image_root: Optional[str], input_format: str) -> dict:
+    """Where an LLM seed command reads from: records, or scene graphs (ProVision or Visual Genome)."""
+    return dict(path=path, annotations=annotations, vg=vg, image_root=image_root, input_format=input_format,
+                vg_ids=[x.strip() for x in vg_ids.split(",") if x.strip()] if vg_ids else None)
+
+
+def _run_seed_command(run: Callable[[], dict]) -> dict:
+    """Run an LLM seed command; bad settings end it with one line, Ctrl-C says how to resume."""
+    try:
+        return run()
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: rerun the same command; finished calls are cached.")
+        raise typer.Exit(130)
+
+
 def _seed_summary(manifest: dict, out: str) -> None:
     c = manifest["counts"]
     console.print(f"wrote {c.get('records_out', 0)} seed records from {c.get('records_read', 0)} inputs to {out}; "
@@ -574,16 +601,10 @@ def seed_svit(
     _setup_logging(None, verbose)
     opts = _llm_options(model, base_url, api_key_env, concurrency, rpm, tpm, timeout, max_attempts,
                         temperature, max_tokens, seed, backend=backend, device=device, batch_size=batch_size)
-    inputs = dict(path=input, annotations=annotations, vg=vg, image_root=image_root, input_format=input_format,
-                  vg_ids=[x.strip() for x in vg_ids.split(",") if x.strip()] if vg_ids else None)
-    try:
-        manifest = svit_command(inputs=inputs, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
-                                opts=opts, out=out, cache=cache, limit=limit)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: rerun the same command; finished calls are cached.")
-        raise typer.Exit(130)
+    inputs = _seed_inputs(input, annotations, vg, vg_ids, image_root, input_format)
+    manifest = _run_seed_command(lambda: svit_command(
+        inputs=inputs, tasks=[t.strip() for t in tasks.split(",") if t.strip()], opts=opts, out=out, cache=cache,
+        limit=limit))
     _seed_summary(manifest, out)
 
 
@@ -619,16 +640,10 @@ def seed_instruct(
     _setup_logging(None, verbose)
     opts = _llm_options(model, base_url, api_key_env, concurrency, rpm, tpm, timeout, max_attempts,
                         temperature, max_tokens, seed, backend=backend, device=device, batch_size=batch_size)
-    inputs = dict(path=input, annotations=annotations, vg=vg, image_root=image_root, input_format=input_format,
-                  vg_ids=[x.strip() for x in vg_ids.split(",") if x.strip()] if vg_ids else None)
-    try:
-        manifest = instruct_command(inputs=inputs, bank=bank, grow=grow, clusters=clusters, per_image=per_image,
-                                    embedder=embedder, opts=opts, out=out, cache=cache, limit=limit)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: rerun the same command; finished calls are cached.")
-        raise typer.Exit(130)
+    inputs = _seed_inputs(input, annotations, vg, vg_ids, image_root, input_format)
+    manifest = _run_seed_command(lambda: instruct_command(
+        inputs=inputs, bank=bank, grow=grow, clusters=clusters, per_image=per_image, embedder=embedder, opts=opts,
+        out=out, cache=cache, limit=limit))
     b = manifest["bank"]
     console.print(f"instruction bank: {b['seeds']} seeds + {b['grown']} grown -> {b['groups']} groups "
                   f"({b['groups_summarised']} summarised) with {manifest['embedder']}, in {b['file']}")

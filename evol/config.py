@@ -104,20 +104,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 INVOCATION_KEYS = ("dry_run", "verbose")
 
 
-def invocation_options(config_file: str | None) -> dict[str, bool]:
-    """`dry_run` / `verbose` as set in the config file (absent: False)."""
-    data = load_yaml(config_file) if config_file else {}
-    return {k: bool(data.get(k, False)) for k in INVOCATION_KEYS}
+def build_config(cli: dict[str, Any], config_file: str | None) -> tuple[EvolveConfig, dict[str, bool]]:
+    """Merge defaults < YAML file < explicit flags (flags left unset are None).
 
-
-def build_config(cli: dict[str, Any], config_file: str | None) -> EvolveConfig:
-    """Merge defaults < YAML file < explicit flags (flags left unset are None)."""
+    Returns the config and the file's `dry_run` / `verbose` (False when absent).
+    """
     merged: dict[str, Any] = load_yaml(config_file) if config_file else {}
-    for key in INVOCATION_KEYS:
-        merged.pop(key, None)
+    invocation = {key: bool(merged.pop(key, False)) for key in INVOCATION_KEYS}
     merged.update({k: v for k, v in cli.items() if v is not None})
     try:
-        return EvolveConfig(**merged)
+        return EvolveConfig(**merged), invocation
     except ValidationError as exc:
         msgs = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()]
         raise ConfigError("invalid configuration: " + "; ".join(msgs)) from None

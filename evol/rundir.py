@@ -115,7 +115,7 @@ def prepare_resume(run: RunDir) -> set[str]:
     return terminal
 
 
-def _index_records(path: Path) -> "np.ndarray":
+def _index_records(path: Path) -> Any:
     """Byte offsets of every record line, sorted by input index.
 
     Two 8-byte numbers per record while reading (then one), instead of the records
@@ -136,8 +136,8 @@ def _index_records(path: Path) -> "np.ndarray":
                     indexes.append(idx)
                     offsets.append(offset)
             offset += len(line)
-    order = np.argsort(np.frombuffer(indexes, dtype=np.int64) if indexes else np.zeros(0, np.int64), kind="stable")
-    return (np.frombuffer(offsets, dtype=np.int64) if offsets else np.zeros(0, np.int64))[order]
+    order = np.argsort(np.frombuffer(indexes, dtype=np.int64), kind="stable")
+    return np.frombuffer(offsets, dtype=np.int64)[order]
 
 
 def iter_records_in_order(path: Path):

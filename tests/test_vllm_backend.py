@@ -25,6 +25,17 @@ def make_request(*user_parts, schema=SCHEMA, sampling=Sampling(0.3, 0.9, 300, 11
                    schema=schema, sampling=sampling, tag="rec1/r1/perceptual")
 
 
+def answer_all(backend, requests) -> list:
+    """Every request sent at once; answers or exceptions in order; the backend closed after."""
+    async def go():
+        try:
+            return await asyncio.gather(*(backend.complete(r) for r in requests), return_exceptions=True)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
 def test_messages_carry_text_as_strings_and_images_as_data_urls():
     images = ImageStore(SEEDS, max_side=64)
     msgs = chat_messages(make_request(Image("coffee.jpg"), Image("rocket.jpg"), Text("Compare them.")), images)
@@ -98,13 +109,7 @@ def test_vllm_engine_answers_in_schema_with_images(request):
                                 gpu_memory_utilization=0.2, enforce_eager=True)
     reqs = [make_request(Image("coffee.jpg"), Text("What is it?"), sampling=Sampling(0.7, 1.0, 64, k)) for k in range(3)]
 
-    async def go():
-        try:
-            return await asyncio.gather(*(backend.complete(r) for r in reqs), return_exceptions=True)
-        finally:
-            await backend.aclose()
-
-    results = asyncio.run(go())
+    results = answer_all(backend, reqs)
     assert backend.stats["engine_calls"] == 1, "requests that arrive together go to the engine together"
     for res in results:
         assert not isinstance(res, BackendError) or "cut off" in str(res)
@@ -137,13 +142,7 @@ def test_requests_arriving_together_make_one_engine_call_and_a_bad_image_fails_a
             for k in range(5)]
     reqs.insert(2, make_request(Image("no-such.jpg"), Text("Where?")))
 
-    async def go():
-        try:
-            return await asyncio.gather(*(backend.complete(r) for r in reqs), return_exceptions=True)
-        finally:
-            await backend.aclose()
-
-    results = asyncio.run(go())
+    results = answer_all(backend, reqs)
     assert len(llm.calls) == 1 and backend.stats == {"requests": 6, "engine_calls": 1, "largest_call": 5}
     convs, params = llm.calls[0]
     assert [p.kwargs["seed"] for p in params] == [0, 1, 2, 3, 4]
@@ -158,14 +157,7 @@ def test_an_engine_failure_fails_that_batch_with_a_reason():
 
     backend = VLLMBackend(_FakeLLM(fail=True), name="fake", images=ImageStore(SEEDS), sp=_fake_sp())
 
-    async def go():
-        try:
-            return await asyncio.gather(*(backend.complete(make_request(Text(f"q{k}"))) for k in range(3)),
-                                        return_exceptions=True)
-        finally:
-            await backend.aclose()
-
-    results = asyncio.run(go())
+    results = answer_all(backend, [make_request(Text(f"q{k}")) for k in range(3)])
     assert all(isinstance(r, BackendError) and "CUDA out of memory" in str(r) for r in results)
 
 

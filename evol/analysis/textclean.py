@@ -161,7 +161,9 @@ def yes_no_answer(question: str, answer: str) -> str | None:
     ("Is ...", "Does ..."); "No one is sitting there" or "No cups are visible" after a
     wh-question is a statement, not a no.
     """
-    m = _BARE_YES_NO.match(answer or "")
-    if m is None and _POLAR_QUESTION.match(clean_instruction(question or "")):
-        m = _LEADING_YES_NO.match(answer or "")
-    return m.group(1).lower() if m else None
+    m = _LEADING_YES_NO.match(answer or "")
+    if m is None:
+        return None
+    if _BARE_YES_NO.match(answer) or _POLAR_QUESTION.match(clean_instruction(question or "")):
+        return m.group(1).lower()
+    return None

@@ -38,10 +38,11 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from evol.backends.base import BackendError, Image, Reply, ReplyParseError, Request, Text
+from evol.backends.batching import BatchingBackend, Job
 from evol.backends.jsonfix import extract_json
 from evol.backends.local import EMBEDDED_NAME, ModelSource, bounded_schema, embedded_model
 from evol.images import ImageError, ImageStore, is_url
@@ -369,76 +370,45 @@ def _quiet_gguf():
             gguf_utils.tqdm = bar
 
 
-@dataclass
-class _Job:
-    request: Request
-    future: asyncio.Future = field(repr=False)
-
-
-class HFBackend:
+class HFBackend(BatchingBackend):
     """`Backend` over an `HFEngine`; requests that arrive together are decoded as one batch."""
+
+    worker_name = "hf-backend-worker"
 
     def __init__(self, engine: HFEngine, *, name: str | None = None, max_batch: int = 8,
                  batch_window: float = 0.02):
+        super().__init__()
         self.engine = engine
         self.model = name or engine.source.describe()
         self.max_batch = max(1, max_batch)
         self.batch_window = batch_window
-        self._queue: asyncio.Queue[_Job] | None = None
-        self._worker: asyncio.Task | None = None
 
     @property
     def text_only(self) -> bool:
         return not self.engine.vision
 
-    async def complete(self, request: Request) -> Reply:
+    async def _gather(self, queue: asyncio.Queue[Job]) -> list[Job]:
+        """Up to `max_batch` jobs: what is queued, and what arrives within `batch_window`."""
         loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._queue = asyncio.Queue()  # one worker per event loop (tests run several)
-            self._worker = asyncio.create_task(self._drain(), name="hf-backend-worker")
-        future = loop.create_future()
-        self._queue.put_nowait(_Job(request, future))
-        result = await future
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        queue = self._queue
-        assert queue is not None
-        while True:
-            batch = [await queue.get()]
-            deadline = loop.time() + self.batch_window
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), left))
-                except (asyncio.TimeoutError, TimeoutError):
-                    break
-            batch = [j for j in batch if not j.future.done()]  # callers that gave up
-            if not batch:
-                continue
+        batch = [await queue.get()]
+        deadline = loop.time() + self.batch_window
+        while len(batch) < self.max_batch:
             try:
-                results = await asyncio.to_thread(self.engine.run, [j.request for j in batch])
-            except Exception as exc:  # pragma: no cover - engine.run catches per batch
-                results = [BackendError(f"{j.request.tag or 'request'}: {exc!r}") for j in batch]
-            for job, res in zip(batch, results):
-                if not job.future.done():
-                    job.future.set_result(res)
+                batch.append(queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), left))
+            except (asyncio.TimeoutError, TimeoutError):
+                break
+        return batch
 
-    async def aclose(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+    def _run_batch(self, requests: list[Request]) -> list[Reply | BackendError]:
+        return self.engine.run(requests)
 
 
 def load_hf_backend(path: str | None, *, images: ImageStore, device: str = "auto", max_batch: int = 8,

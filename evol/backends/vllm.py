@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 from evol.backends.base import BackendError, Image, Reply, ReplyParseError, Request, Text
+from evol.backends.batching import BatchingBackend, Job
 from evol.backends.jsonfix import extract_json
 from evol.images import ImageError, ImageStore
 
@@ -88,56 +88,31 @@ def reply_from_output(request: Request, output: Any) -> Reply:
     return reply
 
 
-@dataclass
-class _Job:
-    request: Request
-    future: asyncio.Future = field(repr=False)
-
-
-class VLLMBackend:
+class VLLMBackend(BatchingBackend):
     """`Backend` over a ``vllm.LLM``; pending requests go to the engine together."""
+
+    worker_name = "vllm-backend-worker"
 
     def __init__(self, llm: Any, *, name: str, images: ImageStore, window: float = 0.05,
                  max_tokens: int | None = None, sp: ModuleType | None = None):
         if sp is None:
             from vllm import sampling_params as sp  # the caller has loaded vLLM already
 
+        super().__init__()
         self.llm, self.model, self.images = llm, name, images
         self.window, self.max_tokens = window, max_tokens
         self._sp = sp  # vllm.sampling_params, or a stand-in with the same names (tests)
-        self._queue: asyncio.Queue[_Job] | None = None
-        self._worker: asyncio.Task | None = None
         self.stats = {"requests": 0, "engine_calls": 0, "largest_call": 0}
 
-    async def complete(self, request: Request) -> Reply:
-        loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._queue = asyncio.Queue()  # one worker per event loop (tests run several)
-            self._worker = asyncio.create_task(self._drain(), name="vllm-backend-worker")
-        future = loop.create_future()
-        self._queue.put_nowait(_Job(request, future))
-        result = await future
-        if isinstance(result, BaseException):
-            raise result
-        return result
+    async def _gather(self, queue: asyncio.Queue[Job]) -> list[Job]:
+        """Everything queued after a short window: vLLM schedules the whole list itself."""
+        jobs = [await queue.get()]
+        await asyncio.sleep(self.window)  # let the requests arriving together join
+        while not queue.empty():
+            jobs.append(queue.get_nowait())
+        return jobs
 
-    async def _drain(self) -> None:
-        queue = self._queue
-        assert queue is not None
-        while True:
-            jobs = [await queue.get()]
-            await asyncio.sleep(self.window)  # let the requests arriving together join
-            while not queue.empty():
-                jobs.append(queue.get_nowait())
-            jobs = [j for j in jobs if not j.future.done()]
-            if not jobs:
-                continue
-            results = await asyncio.to_thread(self._run, [j.request for j in jobs])
-            for job, res in zip(jobs, results):
-                if not job.future.done():
-                    job.future.set_result(res)
-
-    def _run(self, requests: list[Request]) -> list[Reply | BackendError]:
+    def _run_batch(self, requests: list[Request]) -> list[Reply | BackendError]:
         results: list[Reply | BackendError | None] = [None] * len(requests)
         convs, params, idx = [], [], []
         for i, req in enumerate(requests):
@@ -167,12 +142,6 @@ class VLLMBackend:
                     results[i] = exc
         self.stats["requests"] += len(requests)
         return results  # type: ignore[return-value]
-
-    async def aclose(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
 
 
 def load_vllm_backend(path: str, *, images: ImageStore, name: str | None = None, max_images: int = 8,

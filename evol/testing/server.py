@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -212,14 +213,19 @@ def make_content(body: dict, improved_rate: float = 0.8) -> str:
     return f"{head}\n\n```json\n{json.dumps(doc, indent=2)}\n```\n\n{tail}"
 
 
-def _planted(cfg: ServerConfig, body: dict) -> str | None:
-    """The content of the first `cfg.scripted` entry whose substrings all occur in the prompt."""
+def _first_match(entries: list, body: dict) -> Any:
+    """The value of the first (substrings, value) entry whose substrings all occur in the prompt."""
     text = _message_text(body.get("messages"))[0]
-    for needles, content in cfg.scripted:
+    for needles, value in entries:
         needles = [needles] if isinstance(needles, str) else needles
         if all(n in text for n in needles):
-            return content
+            return value
     return None
+
+
+def _planted(cfg: ServerConfig, body: dict) -> str | None:
+    """The content of the first `cfg.scripted` entry that matches the prompt."""
+    return _first_match(cfg.scripted, body)
 
 
 # --------------------------------------------------------------------- server
@@ -311,14 +317,10 @@ async def _chat(request: web.Request) -> web.Response:
     # The answer is made first and the sleep covers only what is left of the latency, so
     # a configured latency L is the server's whole answer time, not L plus its own work.
     delay = cfg.hang_seconds if fault == "timeout" else state.delay()
-    if cfg.slow and fault != "timeout":
-        text = _message_text(body.get("messages"))[0]
-        for needles, seconds in cfg.slow:
-            needles = [needles] if isinstance(needles, str) else needles
-            if all(n in text for n in needles):
-                state.bump("slow")
-                delay = float(seconds)
-                break
+    slow = _first_match(cfg.slow, body) if cfg.slow and fault != "timeout" else None
+    if slow is not None:
+        state.bump("slow")
+        delay = float(slow)
     content = ""
     if fault == "garbled":
         content = state.rng.choice([

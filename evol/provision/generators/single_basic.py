@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 import weakref
 from functools import cached_property, lru_cache
-from typing import Callable, Sequence, TypeVar
+from typing import Sequence, TypeVar
 
 from evol.provision.base import (QA, GenContext, Generator, as_multiple_choice, box_texts, draw_rare, number,
                                  pick_rare, register)
