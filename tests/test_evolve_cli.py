@@ -350,3 +350,10 @@ def test_rounds_have_no_barriers(tmp_path, server_factory):
     assert all(r == [1, 2, 3][:len(r)] for r in rounds) and sum(len(r) == 3 for r in rounds) >= 5, \
         "the fast records went through their rounds"
     assert slow_calls == 1, "meanwhile s0 made only its first call: no round waited for it"
+
+
+def test_help_shows_the_defaults_in_brackets():
+    res = run_cli("evolve", "--help")
+    text = " ".join(res.stdout.split())
+    assert res.returncode == 0
+    assert "auto, cpu or cuda [auto]" in text and "Send pixels to the model [yes]" in text

@@ -168,3 +168,26 @@ def test_only_vision_models_get_an_image_limit():
     assert engine_options({}, text_only=False, max_images=3) == {"limit_mm_per_prompt": {"image": 3}}
     assert engine_options({"limit_mm_per_prompt": {"image": 1}}, text_only=False, max_images=3) == \
         {"limit_mm_per_prompt": {"image": 1}}
+
+
+def test_an_engine_that_will_not_start_is_one_clear_backend_error(monkeypatch):
+    """vLLM raises all kinds of errors at start (a text model with an image limit, no GPU):
+    they reach the CLI as a BackendError naming the model, and a text model gets no image limit."""
+    import sys
+
+    from evol.backends.vllm import load_vllm_backend
+
+    seen = {}
+
+    def refuse(**kw):
+        seen.update(kw)
+        raise ValueError("limit_mm_per_prompt is only supported for multimodal models")
+
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(LLM=refuse))
+    with pytest.raises(BackendError, match=r"vLLM could not start on /models/x: limit_mm_per_prompt"):
+        load_vllm_backend("/models/x", images=ImageStore(SEEDS))
+    assert seen["limit_mm_per_prompt"] == {"image": 8}
+    seen.clear()
+    with pytest.raises(BackendError):
+        load_vllm_backend("/models/text", images=ImageStore(SEEDS), text_only=True)
+    assert seen["model"] == "/models/text" and "limit_mm_per_prompt" not in seen
