@@ -5,6 +5,10 @@
    records.jsonl with (1) and prints how many requests the server saw against (1).
 3. A run with 20% injected faults (429, 500, timeouts, garbled replies, 5% each):
    prints how every input record is accounted for.
+4. With --rate-limits [K] only: the run of (1) fault-free, then with 4% 429s that carry no
+   Retry-After, K times each; prints both wall times and their ratio (target: <= 1.25).
+5. With --memory [N] only: peak RSS of a run with N records in flight (default 8), each
+   with its own 100-megapixel picture, against the same run with a small picture.
 
     python bench/resilience.py --records 300 --concurrency 32 --latency 0.2
 """
@@ -39,13 +43,127 @@ def by_id(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in lines(path)}
 
 
+def rate_limits(a: argparse.Namespace, env: dict) -> None:
+    """Section 4: 429s without Retry-After must slow a run down a little, not stall it."""
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        seeds = write_inputs(root, a.records)
+        for k in range(a.rate_limits):
+            walls = {}
+            for name, fail_429 in (("fault-free", 0.0), ("429s", 0.04)):
+                srv = start_in_thread(ServerConfig(latency=a.latency, spread=0.3, fail_429=fail_429,
+                                                   retry_after=None, seed=k + 1))
+                out = root / f"{name}-{k}"
+                t0 = time.perf_counter()
+                subprocess.run(cli("evolve", str(seeds), "--out", str(out), "--model", "bench",
+                                   "--base-url", srv.url, "--image-root", str(root), "--rounds", "2",
+                                   "--concurrency", str(a.concurrency), "--api-key-env", "EVOL_BENCH_NO_KEY"),
+                               check=True, capture_output=True, env=env)
+                walls[name] = time.perf_counter() - t0
+                stats = srv.stats()
+                srv.stop()
+                print(f"run {k + 1} {name}: {stats['requests']} requests, status {stats['status']}, "
+                      f"{len(lines(out / 'records.jsonl'))}/{a.records} records written; "
+                      f"wall {walls[name]:.1f} s", flush=True)
+            ratios.append(walls["429s"] / walls["fault-free"])
+            print(f"run {k + 1}: 4% 429s without Retry-After / fault-free = {ratios[-1]:.2f}x "
+                  "(target <= 1.25x)", flush=True)
+    if len(ratios) > 1:
+        print("ratios: " + ", ".join(f"{r:.2f}" for r in ratios) + f"; worst {max(ratios):.2f}x")
+
+
+# Writes N 10000 x 10000 pictures (even: JPEG, odd: PNG) to argv[1]. Run in a process of its
+# own: Linux charges a child the peak RSS of the process that started it (the child's
+# memory at exec is the parent's), so the bench process itself must stay small.
+_MAKE_BIG_IMAGES = """
+import sys
+from pathlib import Path
+from PIL import Image
+root, n = Path(sys.argv[1]), int(sys.argv[2])
+base = Image.linear_gradient("L").resize((10000, 10000), Image.Resampling.BILINEAR)
+big = Image.merge("RGB", (base, base.transpose(Image.Transpose.ROTATE_90),
+                          base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+for i in range(n):  # every record its own file, own bytes: a marker square moves
+    big.paste((255, 40 * i % 256, 0), (100 * i, 100 * i, 100 * i + 100, 100 * i + 100))
+    if i % 2 == 0:
+        big.save(root / f"big{i}.jpg", quality=90)
+    else:
+        big.save(root / f"big{i}.png", compress_level=1)
+"""
+
+
+def _peak_rss_mb(cmd: list[str], env: dict, log: Path) -> tuple[int, float]:
+    """Run cmd; its exit code and its own peak RSS in MB (os.wait4: this child only)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def memory(a: argparse.Namespace, env: dict) -> None:
+    """Section 5: peak memory of a run with N records in flight, each with its own
+    100-megapixel picture (10000 x 10000; half JPEG, half PNG), --max-side at its default.
+
+    Each such picture is ~300 MB once decoded. What keeps the run bounded: the pixel
+    count is read from the header, at most os.cpu_count() full decodes run at once in the
+    process, and JPEGs that are sent downscaled are decoded at a reduced DCT scale. The
+    same run with one small picture is measured first, as the baseline.
+    """
+    import resource
+
+    n = a.memory
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        subprocess.run([sys.executable, "-c", _MAKE_BIG_IMAGES, str(root), str(n)], check=True)
+        names = [f"big{i}.jpg" if i % 2 == 0 else f"big{i}.png" for i in range(n)]
+        write_inputs(root, 1)  # img.png, the small picture of the baseline
+        conv = [{"from": "human", "value": "<image>\nWhat colour is the gradient?"},
+                {"from": "gpt", "value": "It goes from black to white."}]
+        results = {}
+        for label, pics in (("small", ["img.png"] * n), ("100-megapixel", names)):
+            seeds = root / f"{label}.jsonl"
+            seeds.write_text("".join(json.dumps({"id": f"m{i}", "image": pic, "conversations": conv}) + "\n"
+                                     for i, pic in enumerate(pics)))
+            srv = start_in_thread(ServerConfig(latency=a.latency))
+            out, log = root / f"run-{label}", root / f"{label}.log"
+            t0 = time.perf_counter()
+            rc, peak = _peak_rss_mb(cli("evolve", str(seeds), "--out", str(out), "--model", "bench",
+                                        "--base-url", srv.url, "--image-root", str(root), "--rounds", "1",
+                                        "--concurrency", str(n), "--api-key-env", "EVOL_BENCH_NO_KEY"),
+                                    env, log)
+            wall = time.perf_counter() - t0
+            requests = srv.stats()["requests"]
+            srv.stop()
+            if rc != 0:
+                print(log.read_text()[-2000:])
+            results[label] = peak
+            print(f"{n} records in flight, {label} images: exit {rc}, {len(lines(out / 'records.jsonl'))} written, "
+                  f"{len(lines(out / 'rejects.jsonl'))} reject entries, {requests} requests, wall {wall:.1f} s; "
+                  f"peak RSS {peak:.0f} MB", flush=True)
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+        print(f"peak RSS with {n} x 100-megapixel images: {results['100-megapixel']:.0f} MB "
+              f"(+{results['100-megapixel'] - results['small']:.0f} MB over the small-image run; at most "
+              f"os.cpu_count() = {os.cpu_count()} decodes at once; this bench process, {own:.0f} MB, is a floor "
+              "under both figures)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--rate-limits", type=int, nargs="?", const=1, default=0, metavar="K",
+                    help="run only section 4 (429s without Retry-After), K times")
+    ap.add_argument("--memory", type=int, nargs="?", const=8, default=0, metavar="N",
+                    help="run only section 5 (peak memory, N records with 100-megapixel images)")
     a = ap.parse_args()
     env = {**os.environ, "EVOL_BENCH_NO_KEY": ""}
+    if a.rate_limits:
+        return rate_limits(a, env)
+    if a.memory:
+        return memory(a, env)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         seeds = write_inputs(root, a.records)

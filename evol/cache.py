@@ -10,6 +10,11 @@ without calling the model; a miss calls it and commits the reply at once, so a k
 run loses only the calls that were in flight. Identical requests in flight at the
 same moment share one call. Failures are never stored.
 
+A cache that cannot be written (disk full, I/O error) stops the run (`RunStopped`): every
+answer received before is already committed, and going on would pay for answers that
+cannot be kept. `forget` drops a stored reply that its caller found unusable, so that a
+rerun asks again instead of failing the same way.
+
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit is a WAL append without
 fsync, durable against a killed process (not against power loss). Writes are plain
 synchronous calls on the event loop. Measured on the 2-core dev VM (3,000 inserts of a
@@ -29,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evol.backends.base import Backend, BackendError, Image, Reply, Request, Text
+from evol.backends.base import Backend, BackendError, Image, Reply, Request, RunStopped, Text
 from evol.images import ImageError, ImageStore
 
 KEY_VERSION = 1
@@ -95,9 +100,19 @@ class Cache:
         return row[0] if row else None
 
     def put(self, key: str, reply: str) -> None:
-        self._conn().execute(
-            "INSERT OR REPLACE INTO replies (key, reply, created) VALUES (?, ?, ?)",
-            (key, reply, time.time()))
+        """Store and commit; a failed write raises `RunStopped` naming the file and cause."""
+        try:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO replies (key, reply, created) VALUES (?, ?, ?)",
+                (key, reply, time.time()))
+        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+            raise RunStopped(write_failure(self.path, exc)) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._conn().execute("DELETE FROM replies WHERE key = ?", (key,))
+        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+            raise RunStopped(write_failure(self.path, exc)) from None
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
@@ -109,6 +124,41 @@ class Cache:
         db, self._db = self._db, None
         if db is not None:
             db.close()
+
+
+def write_failure(path: Path | str, exc: BaseException) -> str:
+    """One line for a write that failed: "disk full writing PATH (why)" or the cause.
+
+    SQLite reports a write refused for lack of room as a plain "disk I/O error", so the
+    room left is looked at too: the free space of the file system, and the process's
+    file-size limit (``ulimit -f``).
+    """
+    text = str(getattr(exc, "strerror", None) or exc)
+    low = text.lower()
+    if "full" in low or "too large" in low or "no space" in low or getattr(exc, "errno", None) in (27, 28, 122):
+        return f"disk full writing {path} ({text})"
+    room = _no_room(Path(path))
+    if room:
+        return f"disk full writing {path} ({room}; {text})"
+    return f"cannot write {path}: {text}"
+
+
+def _no_room(path: Path) -> str | None:
+    import os
+    import resource
+
+    try:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            sizes = [p.stat().st_size for p in (path, Path(f"{path}-wal"), Path(f"{path}-journal")) if p.exists()]
+            if sizes and max(sizes) + 64 * 1024 >= limit:
+                return "file size limit reached"
+        st = os.statvfs(path.parent)
+        if st.f_bavail * st.f_frsize < 1024 * 1024:
+            return "no space left on device"
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 class _Flight:
@@ -165,6 +215,14 @@ class CachedBackend:
         flight.waiters -= 1
         # followers did not spend tokens: mark their copy cached, like a stored hit
         return reply if leader else dataclasses.replace(reply, cached=True)
+
+    def forget(self, request: Request) -> None:
+        """Drop the stored reply to `request`: its caller found it unusable."""
+        try:
+            key = self.key(request)
+        except ImageError:
+            return
+        self.cache.delete(key)
 
     async def _fetch(self, key: str, request: Request) -> Reply:
         try:

@@ -1,10 +1,19 @@
-"""The `evol` command line: parse flags and config, build the pieces, call them."""
+"""The `evol` command line: parse flags and config, build the pieces, call them.
+
+Exit codes (README, "When things fail"): 0 the run is complete; 1 a usage, configuration or
+file-system problem (one ``error:`` line, nothing started); 3 the run is incomplete:
+records are pending (calls that got no answer, or a run stopped by a bad key, a dead
+server or a full disk): rerun the same command to finish it; 130 interrupted (Ctrl-C or
+SIGTERM), also resumable.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +24,7 @@ from rich.console import Console
 
 from evol import aio
 from evol.config import ConfigError, EvolveConfig, build_config
-from evol.rundir import RunDir, finalize, prepare_resume
+from evol.rundir import (RunDir, RunLocked, finalize, input_changes, input_identity, prepare_resume)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Evolve multimodal instruction data.")
@@ -37,9 +46,32 @@ def _setup_logging(run: RunDir | None, verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 1, 3, 130
+
+
 def _fail(msg: str) -> None:
-    console.print(f"[red]error:[/red] {msg}")
-    raise typer.Exit(2)
+    console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _os_problem(exc: OSError, what: str) -> str:
+    """One line for a file-system error: what was being done, the path, the cause."""
+    where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+    return f"{what}{where}: {exc.strerror or exc}"
+
+
+def _check_input(path: str) -> None:
+    """The input must be a readable file: say which problem it has, in one line."""
+    p = Path(path)
+    if not p.exists():
+        _fail(f"input file not found: {path}")
+    if p.is_dir():
+        _fail(f"input is a folder, not a file: {path}")
+    try:
+        with open(p, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        _fail(f"cannot read input {path}: {exc.strerror or exc}")
 
 
 @app.command()
@@ -60,6 +92,8 @@ def evolve(
     image_root: Optional[str] = typer.Option(None, help="Images are read under this folder only."),
     max_side: Optional[int] = typer.Option(None, help="Downscale images so the longer side fits [1344]; 0 sends originals."),
     image_detail: Optional[str] = typer.Option(None, help="OpenAI image detail: auto, low or high [auto]."),
+    max_pixels: Optional[int] = typer.Option(None, help="Images with more pixels are rejected as too large [100000000]."),
+    allow_image_urls: Optional[bool] = typer.Option(None, "--allow-image-urls/--no-image-urls", help="Pass http(s) image URLs to the model server, which fetches them [no]."),
     send_images: Optional[bool] = typer.Option(None, "--send-images/--no-images", help="Send pixels to the model [yes]."),
     judge_image: Optional[bool] = typer.Option(None, "--judge-image/--judge-no-image", help="The judge sees the image [yes]."),
     concurrency: Optional[int] = typer.Option(None, help="Requests in flight at most [64]."),
@@ -78,47 +112,84 @@ def evolve(
     input_format: Optional[str] = typer.Option(None, help="auto, llava, mmevol or evol [auto]."),
     limit: Optional[int] = typer.Option(None, help="Only the first N input records."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate requests and tokens; call nothing."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Also run again the records whose round failed on an unusable reply."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more, and show tracebacks."),
 ) -> None:
-    """Evolve a seed file for several rounds, judge every step, write a run folder."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "dry_run", "verbose")}
+    """Evolve a seed file for several rounds, judge every step, write a run folder.
+
+    Exit status: 0 complete; 1 usage or configuration error; 3 incomplete (records
+    pending: rerun the same command to finish); 130 interrupted (rerun to resume).
+    """
+    flags = {k: v for k, v in locals().items() if k not in ("config", "dry_run", "verbose", "retry_failed")}
     try:
         cfg, from_file = build_config(flags, config)
     except ConfigError as exc:
         _fail(str(exc))
     dry_run, verbose = dry_run or from_file["dry_run"], verbose or from_file["verbose"]
-    if not Path(cfg.input).exists():
-        _fail(f"input file not found: {cfg.input}")
+    retry_failed = retry_failed or from_file["retry_failed"]
+    _check_input(cfg.input)
+    try:
+        identity = input_identity(cfg.input)
+    except OSError as exc:
+        _fail(_os_problem(exc, "cannot read input"))
     choice = _settle_backend(cfg)
     from evol.images import ImageStore
 
-    images = ImageStore(Path(cfg.image_root) if cfg.image_root else None, cfg.max_side)
+    images = ImageStore(Path(cfg.image_root) if cfg.image_root else None, cfg.max_side,
+                        max_pixels=cfg.max_pixels, allow_urls=cfg.allow_image_urls)
     if dry_run:
         _setup_logging(None, verbose)
         _dry_run(cfg, images)
         return
     run = RunDir(Path(cfg.out))
-    run.create()
-    _setup_logging(run, verbose)
-    _check_same_run(run, cfg)
-    run.begin(cfg.public())
     try:
-        aio.run(_evolve(cfg, run, images, choice))
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: rerun the same command to resume; finished calls are cached.")
-        raise typer.Exit(130)
+        run.create()
+        lock = run.lock()
+    except RunLocked as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(_os_problem(exc, f"cannot use --out {cfg.out} as a run folder:"))
+    with lock:
+        try:
+            _setup_logging(run, verbose)
+            _check_same_run(run, cfg, identity)
+            run.begin(cfg.public(), identity)
+        except OSError as exc:
+            if verbose:
+                raise
+            _fail(_os_problem(exc, "cannot write the run folder:"))
+        # SIGTERM (a scheduler, `kill`) stops the run the way Ctrl-C does: resumable
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            code = aio.run(_evolve(cfg, run, images, choice, retry_failed=retry_failed))
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/yellow]: rerun the same command to resume; finished calls are cached.")
+            raise typer.Exit(EXIT_INTERRUPTED)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    raise typer.Exit(code)
 
 
-def _check_same_run(run: RunDir, cfg: EvolveConfig) -> None:
-    """Resuming with other settings would mix two runs in one folder: refuse, say which."""
-    old = run.read_manifest().get("config")
+def _check_same_run(run: RunDir, cfg: EvolveConfig, identity: dict) -> None:
+    """Resuming with other settings or another input would mix two runs in one folder:
+    refuse, and say what differs."""
+    manifest = run.read_manifest()
+    old = manifest.get("config")
     if not old:
         return
-    keys = ("input", "rounds", "backend", "model", "judge_model", "seed", "mix", "min_score", "temperature", "top_p",
+    keys = ("rounds", "backend", "model", "judge_model", "seed", "mix", "min_score", "temperature", "top_p",
             "send_images", "judge_image", "max_side", "image_detail", "max_tokens", "judge_temperature")
     changed = [k for k in keys if k in old and old[k] != cfg.public().get(k)]
     if changed:
         _fail(f"{run.root} holds a run made with other settings ({', '.join(changed)}); use another --out")
+    before = manifest.get("input")
+    if before:
+        differs = input_changes(before, identity)
+        if differs:
+            _fail(f"{run.root} was started on another input or the input changed ({before.get('path')}: "
+                  f"{'; '.join(differs)}); use another --out")
+    elif old.get("input") and Path(old["input"]).resolve() != Path(identity["path"]):
+        _fail(f"{run.root} holds a run made with other settings (input); use another --out")
 
 
 def _settle_backend(cfg: EvolveConfig):
@@ -153,10 +224,12 @@ def _build_backends(cfg: EvolveConfig, run: RunDir, images, choice):
     from evol.backends.limits import Limiter
     from evol.cache import Cache, CachedBackend
 
+    from evol.backends.health import Breaker
+
     limiter = Limiter(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm)
     cache = Cache(run.cache)
     remote = dict(base_url=cfg.base_url, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
-                  max_attempts=cfg.max_attempts, image_detail=cfg.image_detail)
+                  max_attempts=cfg.max_attempts, image_detail=cfg.image_detail, breaker=Breaker())
 
     def make(which):
         if which.kind != "openai":
@@ -179,14 +252,18 @@ def _build_backends(cfg: EvolveConfig, run: RunDir, images, choice):
     return cache, [inner, judge_inner], backend, judge_backend
 
 
-async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice) -> None:
+async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_failed: bool = False) -> int:
+    """Run, finalize, summarise; return the exit code (0 complete, 3 records pending)."""
     from evol.io import count_records
     from evol.progress import show_progress
     from evol.prompts import prompt_versions
     from evol.runner import Runner
 
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic()
-    done = prepare_resume(run)
+    try:
+        done = prepare_resume(run, reopen_failed=retry_failed)
+    except OSError as exc:
+        _fail(_os_problem(exc, "cannot read or tidy the run folder:"))
     cache, inners, backend, judge_backend = _build_backends(cfg, run, images, choice)
     runner = Runner(cfg, run, backend, images, judge_backend=judge_backend, done_keys=done)
     total = count_records(cfg.input)
@@ -203,6 +280,14 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice) -> None:
         for inner in {id(b): b for b in inners}.values():
             await inner.aclose()
         cache.close()
+    # records never started because the run stopped are pending too
+    unstarted = 0
+    if stats.stop_cause is not None and total is not None:
+        unstarted = max(0, total - stats.accounted - stats.pending)
+    pending = stats.pending + unstarted
+    reasons = dict(stats.pending_reasons.most_common(10))
+    if unstarted:
+        reasons["not started: the run stopped"] = unstarted
     manifest = run.read_manifest()
     invocations = manifest.get("invocations", []) + [{
         "started": started,
@@ -212,18 +297,42 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice) -> None:
         "tokens_in": stats.tokens_in,
         "tokens_out": stats.tokens_out,
         "records_resumed": stats.skipped_done,
+        "records_pending": pending,
+        **({"stopped": stats.stop_cause} if stats.stop_cause else {}),
     }]
-    result = finalize(run, cfg.public(), min_score=cfg.min_score, include_seeds=cfg.include_seeds, extra={
-        "prompts": prompt_versions(),
-        "invocations": invocations,
-        "wall_s": round(sum(i["wall_s"] for i in invocations), 3),
-    })
+    complete = stats.stop_cause is None and pending == 0
+    try:
+        result = finalize(run, cfg.public(), min_score=cfg.min_score, include_seeds=cfg.include_seeds, extra={
+            "status": "complete" if complete else "incomplete",
+            "pending": {"records": pending if stats.stop_cause is None or total is not None else None,
+                        "reasons": reasons, "stopped": stats.stop_cause},
+            "prompts": prompt_versions(),
+            "invocations": invocations,
+            "wall_s": round(sum(i["wall_s"] for i in invocations), 3),
+        })
+    except OSError as exc:
+        from evol.cache import write_failure
+
+        console.print(f"[red]error:[/red] {stats.stop_cause or write_failure(exc.filename or run.root, exc)}",
+                      highlight=False, soft_wrap=True)
+        console.print("the journals and the cache keep every finished record and answer: "
+                      "rerun the same command to finish", highlight=False)
+        return EXIT_INCOMPLETE
     c = result["counts"]
     console.print(
-        f"done: {c['records_out']} records, {c['llava_entries']} kept items in {run.llava}; "
-        f"{c['records_rejected']} records rejected, rejects in {run.rejects}; "
-        f"{stats.model_calls} model calls, {stats.cached_calls} from cache"
-    )
+        f"{'done' if complete else 'incomplete'}: {c['records_out']} records, {c['llava_entries']} kept items "
+        f"in {run.llava}; {c['records_rejected']} records rejected, rejects in {run.rejects}; "
+        f"{stats.model_calls} model calls, {stats.cached_calls} from cache", highlight=False, soft_wrap=True)
+    if complete:
+        return 0
+    if stats.stop_cause:
+        console.print(f"[red]error:[/red] {stats.stop_cause}", highlight=False, soft_wrap=True)
+    left = f"{pending} records" if stats.stop_cause is None or total is not None else "the remaining records"
+    console.print(f"{left} pending: rerun the same command to finish (calls already answered are not sent again)",
+                  highlight=False, soft_wrap=True)
+    for reason, n in stats.pending_reasons.most_common(3):
+        console.print(f"  pending: {n} x {reason}", highlight=False, soft_wrap=True)
+    return EXIT_INCOMPLETE
 
 
 def _dry_run(cfg: EvolveConfig, images) -> None:
@@ -241,6 +350,30 @@ def _dry_run(cfg: EvolveConfig, images) -> None:
         console.print(f"  rejected: {n} x {reason}")
 
 
+@app.command("status")
+def status_cmd(run_folder: str = typer.Argument(..., help="A run folder written by `evol evolve`.")) -> None:
+    """Where a run stands: records done, pending, failed and rejected, with the top reasons."""
+    from evol.rundir import run_status
+
+    run = RunDir(Path(run_folder))
+    if not run.manifest.exists() and not run.records.exists():
+        _fail(f"{run_folder} is not a run folder (no manifest.json or records.jsonl)")
+    st = run_status(run)
+    total = st["input_records"] if st["input_records"] is not None else "?"
+    pending = st["pending"] if st["pending"] is not None else "?"
+    console.print(f"{st['run']}: {st['status']}; {total} input records: {st['done']} done "
+                  f"({st['failed']} with a failed round), {pending} pending, {st['rejected']} rejected",
+                  highlight=False, soft_wrap=True)
+    if st["stopped"]:
+        console.print(f"  last invocation stopped: {st['stopped']}", highlight=False, soft_wrap=True)
+    for title, key in (("pending", "pending_reasons"), ("failed round", "failed_reasons"),
+                       ("rejected", "reject_reasons")):
+        for reason, n in list(st[key].items())[:5]:
+            console.print(f"  {title}: {n} x {reason}", highlight=False, soft_wrap=True)
+    if st["failed"]:
+        console.print("  (evol evolve --retry-failed runs the records with a failed round again)", highlight=False)
+
+
 @app.command("filter")
 def filter_run(
     run_folder: str = typer.Argument(..., help="A finished run folder."),
@@ -253,7 +386,13 @@ def filter_run(
         _fail(f"{run_folder} has no records.jsonl: not a run folder")
     manifest = run.read_manifest()
     seeds = include_seeds if include_seeds is not None else manifest.get("thresholds", {}).get("include_seeds", False)
-    result = finalize(run, manifest.get("config", {}), min_score=min_score, include_seeds=seeds)
+    try:
+        with run.lock():
+            result = finalize(run, manifest.get("config", {}), min_score=min_score, include_seeds=seeds)
+    except RunLocked as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(_os_problem(exc, "cannot rewrite the run folder:"))
     console.print(f"filtered: {result['counts']['llava_entries']} items kept with score >= {min_score:g} in {run.llava}")
 
 
@@ -532,10 +671,16 @@ def _seed_inputs(path: Optional[str], annotations: Optional[str], vg: Optional[s
 
 def _run_seed_command(run: Callable[[], dict]) -> dict:
     """Run an LLM seed command; bad settings end it with one line, Ctrl-C says how to resume."""
+    from evol.backends.base import RunStopped, TransportError
+
     try:
         return run()
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
+    except (RunStopped, TransportError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        console.print("incomplete: rerun the same command to finish; answered calls are cached", highlight=False)
+        raise typer.Exit(EXIT_INCOMPLETE)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: rerun the same command; finished calls are cached.")
         raise typer.Exit(130)
@@ -705,8 +850,22 @@ def export_run(
     console.print(f"exported {res['entries']} items as {format} to {out}{checked}")
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:
+    """The `evol` console script: click's usage errors exit 1 like every other usage error."""
+    from typer.exceptions import TyperException
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        console.print("[yellow]interrupted[/yellow]")
+        sys.exit(EXIT_INTERRUPTED)
+    except TyperException as exc:  # a malformed command line: typer's own message, then exit 1
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(EXIT_USAGE)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evol.operators import DEFAULT_MIX, validate_mix
+from evol.redact import redact_url
 
 
 
@@ -33,6 +34,11 @@ class EvolveConfig(BaseModel):
     judge_model: str | None = None
     image_root: str | None = None
     max_side: int = Field(1344, ge=0)
+    # images above this many pixels are an input fault ("image too large: W x H"); every
+    # normal photo passes (a 48-megapixel phone photo included)
+    max_pixels: int = Field(100_000_000, ge=1)
+    # http(s) image URLs are fetched by the model server, not by evol: off unless asked
+    allow_image_urls: bool = False
     image_detail: str = "auto"
     send_images: bool = True
     judge_image: bool = True
@@ -71,8 +77,11 @@ class EvolveConfig(BaseModel):
         return validate_mix(parse_mix(v) if isinstance(v, str) else v)
 
     def public(self) -> dict[str, Any]:
-        """The config as stored in the manifest. Holds the key's variable name, never a key."""
-        return self.model_dump()
+        """The config as stored in the manifest. Holds the key's variable name, never a key
+        (and a key written into --base-url is masked)."""
+        data = self.model_dump()
+        data["base_url"] = redact_url(data["base_url"])
+        return data
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -101,13 +110,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 # Flags that change how `evolve` runs this time, not what the run is: a config file may
 # hold them (its keys match the flags), but they are not part of the stored config.
-INVOCATION_KEYS = ("dry_run", "verbose")
+INVOCATION_KEYS = ("dry_run", "verbose", "retry_failed")
 
 
 def build_config(cli: dict[str, Any], config_file: str | None) -> tuple[EvolveConfig, dict[str, bool]]:
     """Merge defaults < YAML file < explicit flags (flags left unset are None).
 
-    Returns the config and the file's `dry_run` / `verbose` (False when absent).
+    Returns the config and the file's `dry_run` / `verbose` / `retry_failed` (False when absent).
     """
     merged: dict[str, Any] = load_yaml(config_file) if config_file else {}
     invocation = {key: bool(merged.pop(key, False)) for key in INVOCATION_KEYS}

@@ -6,10 +6,18 @@ record counts as done only when its record line made it to disk; rejects of reco
 were still in flight are dropped on resume and written again when those records finish.
 `llava.json` and `manifest.json` are derived from the journals, so `evol filter` can
 rebuild them with other thresholds and no model call.
+
+One process writes a run folder at a time: `RunLock` holds an OS lock on ``.lock`` (the
+kernel drops it when the process dies, even by kill -9), and a second `evolve` or
+`filter` refuses at once. Every derived file is written to a temporary name and renamed,
+so a kill at any point leaves the old file or the new one, never half of one; a journal
+that holds the same record twice (a record reopened by ``--retry-failed`` and cut short,
+or a folder written before the lock existed) counts its last line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -49,15 +57,26 @@ class RunDir:
     def cache(self) -> Path:
         return self.root / "cache.sqlite"
 
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
+
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def begin(self, config: dict[str, Any]) -> None:
-        """Record the run's settings before its first call, so that a rerun after a crash
-        (which leaves no finished manifest) is checked against them too."""
+    def lock(self) -> "RunLock":
+        """Take the folder's writer lock, or raise `RunLocked` naming the holder."""
+        return RunLock(self.lock_path)
+
+    def begin(self, config: dict[str, Any], input_id: dict[str, Any] | None = None) -> None:
+        """Record the run's settings (and which input file it reads) before its first call,
+        so that a rerun after a crash (which leaves no finished manifest) is checked
+        against them too."""
         if self.read_manifest().get("config"):
             return
         start = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running", "config": config}
+        if input_id is not None:
+            start["input"] = input_id
         tmp = self.manifest.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(start, indent=2, ensure_ascii=False))
         os.replace(tmp, self.manifest)
@@ -67,6 +86,70 @@ class RunDir:
             return json.loads(self.manifest.read_text())
         except (OSError, ValueError):
             return {}
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run folder."""
+
+
+class RunLock:
+    """An exclusive, non-blocking `flock` on a file, held until `release` or process exit."""
+
+    def __init__(self, path: Path):
+        import fcntl
+
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip()
+            os.close(fd)
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise RunLocked(f"{path.parent} is in use by {who} (another evol evolve or filter); "
+                            "wait for it to finish, or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing drops the lock
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def input_identity(path: str | Path) -> dict[str, Any]:
+    """What names an input file whatever it is called: its resolved path, size, mtime and the
+    sha256 of its first megabyte (the run guard compares these, not the text of the path)."""
+    real = Path(path).resolve()
+    st = real.stat()
+    with open(real, "rb") as f:
+        head = hashlib.sha256(f.read(1 << 20)).hexdigest()
+    return {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_sha256": head}
+
+
+def input_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """How `new` differs from the input a run was started with; [] when it is the same file.
+
+    A move or a copy (another path, same size and first megabyte) is the same input. A
+    changed size or first megabyte is not; nor is a newer modification time on a file
+    larger than the part that was hashed, since its tail may have changed.
+    """
+    changes = []
+    if old.get("size") != new["size"]:
+        changes.append(f"size {old.get('size')} -> {new['size']} bytes")
+    if old.get("head_sha256") != new["head_sha256"]:
+        changes.append("its first megabyte differs")
+    if (not changes and old.get("path") == new["path"] and old.get("mtime_ns") != new["mtime_ns"]
+            and new["size"] > (1 << 20)):
+        changes.append("modified since the run started")
+    return changes
 
 
 def reject_entry(
@@ -89,16 +172,35 @@ def reject_entry(
     return entry
 
 
-def prepare_resume(run: RunDir) -> set[str]:
+def has_failed_round(rec: dict[str, Any]) -> bool:
+    """A record journal line with a round that failed by a model fault (unusable reply)."""
+    return any(v.get("status", "judged") != "judged" for v in rec.get("versions") or ())
+
+
+def prepare_resume(run: RunDir, reopen_failed: bool = False) -> set[str]:
     """Return the keys of records already finished, and tidy the journals for a rerun.
 
     A torn last line of records.jsonl is cut off; rejects that belong to records which
-    never finished are removed (they will be produced again).
+    never finished are removed (they will be produced again). With `reopen_failed`
+    (``--retry-failed``), records with a failed round are taken out of both journals so
+    that they run again; their answered calls come from the cache.
     """
     finished: set[str] = set()
+    reopened: set[str] = set()
     if run.records.exists():
+        failed: dict[str, bool] = {}  # key -> its last line has a failed round
         for rec in read_jsonl_tolerant(run.records, repair=True):
-            finished.add(str(rec.get("meta", {}).get("key", rec.get("id"))))
+            failed[str(rec.get("meta", {}).get("key", rec.get("id")))] = reopen_failed and has_failed_round(rec)
+        finished = {k for k, f in failed.items() if not f}
+        reopened = {k for k, f in failed.items() if f}
+        del failed
+        if reopened:
+            tmp = run.records.with_suffix(".jsonl.tmp")
+            with open(tmp, "w", encoding="utf-8") as out:
+                for rec in read_jsonl_tolerant(run.records):
+                    if str(rec.get("meta", {}).get("key", rec.get("id"))) not in reopened:
+                        out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+            os.replace(tmp, run.records)
     if not run.rejects.exists():
         return finished
     final_keys: set[str] = set()
@@ -136,8 +238,14 @@ def _index_records(path: Path) -> Any:
                     indexes.append(idx)
                     offsets.append(offset)
             offset += len(line)
-    order = np.argsort(np.frombuffer(indexes, dtype=np.int64), kind="stable")
-    return np.frombuffer(offsets, dtype=np.int64)[order]
+    keys = np.frombuffer(indexes, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    # the same record twice (same input index): keep its last line
+    ordered = keys[order]
+    last = np.ones(len(order), dtype=bool)
+    if len(order) > 1:
+        last[:-1] = ordered[1:] != ordered[:-1]
+    return np.frombuffer(offsets, dtype=np.int64)[order[last]]
 
 
 def iter_records_in_order(path: Path):
@@ -243,7 +351,7 @@ def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_s
         "tokens": {"in": totals["tokens_in"], "out": totals["tokens_out"]},
         "model_calls": totals["requests"],
     }
-    for key in ("prompts", "invocations"):
+    for key in ("input", "status", "pending", "prompts", "invocations"):
         if key in previous:
             manifest[key] = previous[key]
     if extra:
@@ -252,3 +360,59 @@ def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_s
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     os.replace(tmp, run.manifest)
     return manifest
+
+
+def run_status(run: RunDir) -> dict[str, Any]:
+    """Where a run folder stands, from its journals: done, pending, failed, rejected records
+    and the most common reasons (what `evol status` prints)."""
+    from evol.io import count_records
+
+    manifest = run.read_manifest()
+    failed_reasons: Counter = Counter()
+    latest: dict[str, bool] = {}
+    if run.records.exists():
+        for rec in read_jsonl_tolerant(run.records):
+            key = str(rec.get("meta", {}).get("key", rec.get("id")))
+            latest[key] = has_failed_round(rec)
+            for v in rec.get("versions") or ():
+                if v.get("status", "judged") != "judged":
+                    failed_reasons[_short_reason(v.get("error") or v.get("status"))] += 1
+    rejected_keys: set[str] = set()
+    reject_reasons: Counter = Counter()
+    if run.rejects.exists():
+        for entry in read_jsonl_tolerant(run.rejects):
+            reject_reasons[f"{entry.get('stage')}: {_short_reason(entry.get('reason'))}"] += 1
+            if entry.get("final"):
+                rejected_keys.add(str(entry.get("key")))
+    total = None
+    source = (manifest.get("input") or {}).get("path") or (manifest.get("config") or {}).get("input")
+    if source and Path(source).is_file():
+        total = count_records(source)
+        limit = (manifest.get("config") or {}).get("limit")
+        if total is not None and limit is not None:
+            total = min(total, limit)
+    done = len(latest)
+    rejected = len(rejected_keys - latest.keys())
+    pending_info = manifest.get("pending") or {}
+    return {
+        "run": str(run.root),
+        "status": manifest.get("status", "unknown"),
+        "input_records": total,
+        "done": done,
+        "failed": sum(latest.values()),
+        "rejected": rejected,
+        "pending": (total - done - rejected) if total is not None else pending_info.get("records"),
+        "stopped": pending_info.get("stopped"),
+        "pending_reasons": pending_info.get("reasons") or {},
+        "failed_reasons": dict(failed_reasons.most_common(5)),
+        "reject_reasons": dict(reject_reasons.most_common(5)),
+    }
+
+
+def _short_reason(reason: Any, limit: int = 160) -> str:
+    text = " ".join(str(reason or "?").split())
+    # "rec7/r2/evolve: no usable JSON ..." -> the cause, so equal causes count together
+    head, sep, rest = text.partition(": ")
+    if sep and "/" in head and " " not in head:
+        text = rest
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -5,6 +5,14 @@ judged, and is written the moment it finishes. Concurrency is bounded twice: the
 backend's limiter bounds calls in flight, and the runner bounds records in flight so a
 huge input is streamed, never loaded. The runner knows nothing of prompts: operators build
 requests and parse replies; the judge and rule checks decide what is kept.
+
+Failures are classed where they are caught (README, "When things fail"): a record or image
+that cannot be used is an input fault (a final reject); a reply still unusable after every
+attempt is a model fault (the round is recorded as failed, and its cached reply dropped so
+that `--retry-failed` asks again); a call that got no answer is a transport fault, which is
+never written down: the record stays pending for the next invocation. `RunStopped` (bad
+key, dead server, full disk) stops the stream: records in flight finish or stay pending,
+nothing new starts.
 """
 
 from __future__ import annotations
@@ -12,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from evol.backends.base import Backend, BackendError, Reply, Request
+from evol.backends.base import Backend, BackendError, Reply, Request, RunStopped, TransportError
+from evol.cache import write_failure
 from evol.config import EvolveConfig
 from evol.eliminator.judge import Judge
 from evol.eliminator.rules import check_rules
@@ -45,6 +55,10 @@ class RunStats:
     tokens_in: int = 0
     tokens_out: int = 0
     errors: int = 0
+    # transport faults: records left for the next invocation, and why
+    pending: int = 0
+    pending_reasons: Counter = field(default_factory=Counter)
+    stop_cause: str | None = None  # set when the run was stopped (RunStopped)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -70,6 +84,13 @@ class RunStats:
 
 
 class Runner:
+    """Drives every record of a seed file through its rounds of evolution and judging.
+
+    Each round is one operator call and one judge call per record (MMEvol, arXiv
+    2409.05840: evolve, then eliminate what did not improve); records run as independent
+    tasks under the backend's shared limiter and are written the moment they finish.
+    """
+
     def __init__(
         self,
         cfg: EvolveConfig,
@@ -109,6 +130,8 @@ class Runner:
                 for n, res in enumerate(read_records(self.cfg.input, self.cfg.input_format)):
                     if self.cfg.limit is not None and n >= self.cfg.limit:
                         break
+                    if self.stats.stop_cause is not None:
+                        break
                     # A repeated id is rejected under a key of its own, so that a rerun
                     # finds that reject done and still runs the first copy if it is not.
                     duplicate = res.error is None and res.key in seen
@@ -125,9 +148,8 @@ class Runner:
                     if duplicate:
                         self._reject_record(key, "duplicate record id", "read", rec.id)
                         continue
-                    problem = self._check_images(rec)
-                    if problem:
-                        self._reject_record(res.key, problem, "image", rec.id)
+                    if not rec.items:
+                        self._reject_record(key, _no_items_reason(rec), "read", rec.id)
                         continue
                     rec.meta["key"], rec.meta["index"] = res.key, res.index
                     await in_flight.acquire()
@@ -137,21 +159,38 @@ class Runner:
                     await asyncio.sleep(0)
                 if tasks:
                     await asyncio.gather(*tasks)
+            except OSError as exc:  # a journal write of the reading loop (rejects.jsonl)
+                self.stop(write_failure(getattr(exc, "filename", None) or self.run_dir.rejects, exc))
+                if tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
             finally:
                 for t in tasks:
                     t.cancel()
                 self._records = self._rejects = None
         return self.stats
 
+    def stop(self, cause: str) -> None:
+        """Stop starting records; the first cause is the one reported."""
+        if self.stats.stop_cause is None:
+            self.stats.stop_cause = cause
+            log.error("stopping: %s", cause)
+        for backend in (self.backend, self.judge_backend):
+            breaker = getattr(getattr(backend, "inner", backend), "breaker", None)
+            if breaker is not None:
+                breaker.stop(cause)
+
     def _reject_record(self, key: str, reason: str, stage: str, record_id: str | None) -> None:
         log.warning("record %s rejected (%s): %s", record_id or key, stage, reason)
         self._rejects.write(reject_entry(key, reason, stage, record=record_id, final=True))
         self.stats.records_rejected += 1
 
-    def _check_images(self, rec: Record) -> str | None:
+    async def _check_images(self, rec: Record) -> str | None:
+        """The first image problem of a record, or None. Decodes run in worker threads
+        (bounded by the image store), inside the record's own task, so that a huge image
+        neither stalls the calls in flight nor holds up the records behind it."""
         for ref in rec.images:
             try:
-                self.images.check(ref)
+                await self.images.acheck(ref)
             except ImageError as exc:
                 return str(exc)
         return None
@@ -159,17 +198,40 @@ class Runner:
     # -- one record -------------------------------------------------------------------
     async def _run_record(self, rec: Record) -> None:
         try:
+            problem = await self._check_images(rec)
+            if problem:
+                self._reject_record(rec.meta["key"], problem, "image", rec.id)
+                return
             rejects = await self.evolve_record(rec)
         except asyncio.CancelledError:
             raise
+        except RunStopped as exc:
+            self.stop(exc.cause)
+            self._pending(rec, "the run stopped: " + exc.cause)
+            return
+        except TransportError as exc:
+            log.warning("record %s left pending: %s", rec.id, exc)
+            self._pending(rec, _reason_kind(str(exc)))
+            return
         except Exception as exc:  # a bug must not lose the record silently
             log.exception("record %s failed unexpectedly", rec.id)
             self._reject_record(rec.meta["key"], f"internal error: {exc!r}", "internal", rec.id)
             return
-        for entry in rejects:
-            self._rejects.write(entry)
-        self._records.write(rec)
+        try:
+            for entry in rejects:
+                self._rejects.write(entry)
+            self._records.write(rec)
+        except OSError as exc:
+            # the record line may be torn: the next invocation cuts it and runs the record
+            # again from the cache, so it is pending, not lost
+            self.stop(write_failure(getattr(exc, "filename", None) or self.run_dir.records, exc))
+            self._pending(rec, "the run stopped: " + self.stats.stop_cause)
+            return
         self.stats.records_done += 1
+
+    def _pending(self, rec: Record, reason: str) -> None:
+        self.stats.pending += 1
+        self.stats.pending_reasons[reason] += 1
 
     async def _call(self, backend: Backend, request: Request, version: Version) -> Reply:
         reply = await backend.complete(request)
@@ -205,10 +267,14 @@ class Runner:
             opts = BuildOptions(replace(self.sampling, seed=rng.getrandbits(31)), cfg.send_images)
             version = Version(round=rnd, operator=op_name)
             rec.versions.append(version)
+            request = op.build(rec, parents, rnd, opts)
             try:
-                reply = await self._call(self.backend, op.build(rec, parents, rnd, opts), version)
+                reply = await self._call(self.backend, request, version)
                 result = op.parse(rec, parents, rnd, reply)
-            except BackendError as exc:  # includes ReplyParseError
+            except (TransportError, RunStopped):
+                raise  # no answer: not this record's result
+            except BackendError as exc:  # includes ReplyParseError: a model fault
+                self._forget(self.backend, request)
                 version.status, version.error = "failed", str(exc)
                 self.stats.errors += 1
                 log.warning("record %s round %d (%s) failed: %s", rec.id, rnd, op_name, exc)
@@ -248,7 +314,10 @@ class Runner:
         )
         try:
             verdicts = self.judge.parse(await self._call(self.judge_backend, request, version), pairs)
+        except (TransportError, RunStopped):
+            raise
         except BackendError as exc:
+            self._forget(self.judge_backend, request)
             version.status, version.error = "judge_failed", str(exc)
             self.stats.errors += 1
             log.warning("record %s round %d: judge failed: %s", rec.id, version.round, exc)
@@ -259,3 +328,23 @@ class Runner:
             child.verdict = verdicts.get(child.id)
             if child.verdict is None:
                 reject("judge gave no verdict for this item", "judge", version.round, child.id)
+
+    @staticmethod
+    def _forget(backend: Backend, request: Request) -> None:
+        """A model fault: drop its cached reply, so that `--retry-failed` asks again."""
+        forget = getattr(backend, "forget", None)
+        if forget is not None:
+            forget(request)
+
+
+def _no_items_reason(rec: Record) -> str:
+    if rec.source in ("llava", "mmevol"):
+        return ("no usable question/answer pair: the conversation has no human turn "
+                "followed by a gpt answer (empty, a question only, or an answer first)")
+    return "no usable question/answer pair: the record has no items"
+
+
+def _reason_kind(message: str) -> str:
+    """A transport fault's reason without the call's tag, so that equal causes count together."""
+    _, sep, rest = message.partition(": no answer after ")
+    return ("no answer after " + rest) if sep else message

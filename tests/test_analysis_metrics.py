@@ -182,9 +182,9 @@ def test_cli_analyze_and_report(tmp_path):
     page = (out / "report.html").read_text()
     assert "evolved" in page and "Plotly" in page
     bad = run_cli("analyze", str(tmp_path / "nope.jsonl"), "--out", str(out))
-    assert bad.returncode == 2 and "input not found" in bad.stderr
+    assert bad.returncode == 1 and "input not found" in bad.stderr
     bad = run_cli("report", str(tmp_path / "nowhere"))
-    assert bad.returncode == 2 and "analysis.json" in bad.stderr
+    assert bad.returncode == 1 and "analysis.json" in bad.stderr
 
 
 # VmHWM, not ru_maxrss: a child forked from a big pytest process inherits the parent's

@@ -116,7 +116,7 @@ async def test_failures_are_not_cached(tmp_path: Path, images: ImageStore):
 
 
 async def test_cancelling_the_only_caller_cancels_the_call(tmp_path: Path, images: ImageStore):
-    inner = FakeBackend(delay=5)
+    inner = FakeBackend(delay=600)  # never ends by itself: only cancelling ends it
     backend = CachedBackend(inner, Cache(tmp_path / "c.sqlite"), images)
     one = asyncio.ensure_future(backend.complete(make_request()))
     two = asyncio.ensure_future(backend.complete(make_request()))
@@ -167,14 +167,17 @@ def test_schema_of_the_table(tmp_path: Path):
 
 def test_writes_are_cheap_enough_for_the_event_loop(tmp_path: Path):
     cache = Cache(tmp_path / "c.sqlite")
+    # what keeps a commit cheap: a WAL append without fsync (timings belong in bench/)
+    assert cache._conn().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert cache._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     reply = Reply(text="x" * 2000, data={"items": ["y" * 100] * 10}).to_json()
     n = 500
     t0 = time.perf_counter()
     for i in range(n):
         cache.put(f"key{i}", reply)
     per_write = (time.perf_counter() - t0) / n
-    # 150 writes/s must cost the loop well under 10% of its time
-    assert per_write * 150 < 0.1, f"{per_write * 1e6:.0f} us per write"
+    # loose, for a busy machine (~50 us measured): 150 writes/s must not take the whole loop
+    assert per_write * 150 < 1.0, f"{per_write * 1e6:.0f} us per write"
 
 
 async def test_image_errors_become_backend_errors(tmp_path: Path, images: ImageStore):

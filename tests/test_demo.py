@@ -43,7 +43,7 @@ def test_demo_against_the_test_server(tmp_path):
 
 def test_demo_on_vllm_needs_a_model_and_says_so(tmp_path):
     res = run_cli("demo", "--out", str(tmp_path / "demo"), "--backend", "vllm")
-    assert res.returncode == 2 and "--backend vllm needs --model" in " ".join(res.stderr.split())
+    assert res.returncode == 1 and "--backend vllm needs --model" in " ".join(res.stderr.split())
     assert not (tmp_path / "demo").exists()
 
 

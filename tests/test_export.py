@@ -114,6 +114,6 @@ def test_export_of_a_seed_file_and_bad_input(tmp_path):
     assert [e["id"] for e in json.loads(out.read_text())] == ["s#0"]
     assert "not valid JSON" in res.stderr
     res = run_cli("export", str(tmp_path / "missing"), "--format", "llava", "--out", str(out))
-    assert res.returncode == 2 and "no such run folder" in res.stderr
+    assert res.returncode == 1 and "no such run folder" in res.stderr
     res = run_cli("export", str(seeds), "--format", "csv", "--out", str(out))
-    assert res.returncode == 2 and "unknown export format" in res.stderr
+    assert res.returncode == 1 and "unknown export format" in res.stderr

@@ -86,9 +86,9 @@ def test_bad_graphs_are_named_skipped_and_counted(tmp_path):
 
 def test_unknown_generator_and_missing_input_are_clear(tmp_path):
     res = run_cli(*seed_args(tmp_path / "x.jsonl", "--generators", "no_such_thing"))
-    assert res.returncode == 2 and "no_such_thing" in res.stderr
+    assert res.returncode == 1 and "no_such_thing" in res.stderr
     res = run_cli("seed", "provision", "--annotations", str(tmp_path / "nope"), "--out", str(tmp_path / "y.jsonl"))
-    assert res.returncode == 2 and "nope" in res.stderr
+    assert res.returncode == 1 and "nope" in res.stderr
 
 
 def test_demo_runs_the_whole_pipeline_offline(tmp_path):

@@ -14,11 +14,38 @@ from typing import Any, Protocol, runtime_checkable
 
 
 class BackendError(RuntimeError):
-    """A call that failed for good (after retries), with a readable reason."""
+    """A call that failed for good (after retries), with a readable reason.
+
+    The class says whose fault it was, and so what a run does with it (README, "When
+    things fail"): a plain `BackendError` or `ReplyParseError` is a *model fault* (the
+    server answered, the answer stayed unusable): the round is recorded as failed. A
+    `TransportError` means no answer came at all: never final, the record stays pending.
+    A `RunStopped` means no call can succeed (bad key, dead server, full disk): the run
+    stops and a rerun finishes it.
+    """
 
 
 class ReplyParseError(BackendError):
     """The model answered, but not with what the schema asked for."""
+
+
+class TransportError(BackendError):
+    """No usable answer came back (connection, timeout, 5xx, 429) after every attempt.
+
+    Never written down as a record's result: the record stays pending and a rerun sends
+    the call again.
+    """
+
+
+class RunStopped(BackendError):
+    """The run cannot go on: an auth error, a server failing every call, a full disk.
+
+    `cause` is the one line the user is shown.
+    """
+
+    def __init__(self, cause: str):
+        super().__init__(cause)
+        self.cause = cause
 
 
 @dataclass(frozen=True)

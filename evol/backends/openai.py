@@ -16,8 +16,14 @@ mode.
 
 Failures: 429 makes the shared `Limiter` cool down (Retry-After honoured) and retries;
 5xx, timeouts, connection errors and unparseable replies retry with jittered
-exponential backoff up to `max_attempts`; any other 4xx fails at once with the status
-and the server's message. Texts taken from the server are scrubbed of the API key.
+exponential backoff up to `max_attempts`; a retry after an unusable answer carries another
+sampling seed, so that a server which honours the seed can answer differently. What is left after the last attempt
+is classed (see `BackendError`): no answer at all is a `TransportError` (the record stays
+pending), an unusable answer a `ReplyParseError` (the round fails). 401/403 (the key) and
+404 (the address or model) stop the run through the shared `Breaker`, which also stops it
+when every call keeps failing by transport. Any other 4xx fails that call at once with the
+status and the server's message. Texts taken from the server are scrubbed of the API key,
+and URLs of their credentials.
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ from typing import Any
 
 import openai
 
-from evol.backends.base import BackendError, Image, Reply, ReplyParseError, Request, Text
+from evol.backends.base import (BackendError, Image, Reply, ReplyParseError, Request, RunStopped, Text,
+                                TransportError)
+from evol.backends.health import Breaker
 from evol.backends.jsonfix import extract_json, schema_instruction
 from evol.backends.limits import Limiter, RetryableError, RetryableParseError, retry_policy
 from evol.images import ImageError, ImageStore, is_url
+from evol.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +57,14 @@ class OpenAIBackend:
     def __init__(self, model: str, base_url: str | None, api_key_env: str = "OPENAI_API_KEY", *,
                  images: ImageStore, limiter: Limiter, timeout: float = 120.0,
                  max_attempts: int = 6, image_detail: str | None = "auto",
-                 structured: str = "auto", backoff_base: float = 0.5, backoff_cap: float = 30.0):
+                 structured: str = "auto", backoff_base: float = 0.5, backoff_cap: float = 30.0,
+                 breaker: Breaker | None = None):
         if structured not in _STRUCTURED:
             raise ValueError(f"structured must be one of {_STRUCTURED}, not {structured!r}")
         self.model = model
         self.base_url = base_url
+        self.where = redact_url(base_url) or "the default OpenAI endpoint"
+        self.breaker = breaker if breaker is not None else Breaker()
         self.api_key_env = api_key_env
         self.images = images
         self.limiter = limiter
@@ -77,7 +89,7 @@ class OpenAIBackend:
         secret = self._secret()
         if len(secret) >= 4:
             text = text.replace(secret, "***")
-        text = " ".join(str(text).split())
+        text = " ".join(redact_url(str(text)).split())
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
     def _ensure_client(self) -> openai.AsyncOpenAI:
@@ -148,19 +160,32 @@ class OpenAIBackend:
                                       top_p=s.top_p, max_tokens=s.max_tokens)
         if s.seed is not None:
             params["seed"] = s.seed
-        attempts = 0
+        attempts = reseeds = 0
+        self.breaker.check()
         try:
             async for attempt in retry_policy(self.max_attempts, self.backoff_base, self.backoff_cap):
                 with attempt:
                     attempts += 1
                     if attempts > 1:
                         self.stats["retries"] += 1
-                    return await self._attempt(client, request, messages, params, est)
+                    try:
+                        return await self._attempt(client, request, messages, params, est)
+                    except RetryableParseError:
+                        # the server answered, unusably: the retry gets another sampling seed,
+                        # or a server that honours seeds would answer the same again. (After
+                        # no answer at all the seed stays, so a rerun gets what an
+                        # uninterrupted run would have got.)
+                        reseeds += 1
+                        if s.seed is not None:
+                            params["seed"] = (s.seed + reseeds) % 2**31
+                        raise
         except RetryableParseError as exc:
             raise ReplyParseError(
                 f"{tag}: no usable JSON after {attempts} attempt(s): {exc}") from None
         except RetryableError as exc:
-            raise BackendError(f"{tag}: failed after {attempts} attempt(s): {exc}") from None
+            raise TransportError(f"{tag}: no answer after {attempts} attempt(s): {exc}") from None
+        except RunStopped:
+            raise
         except BackendError as exc:
             raise BackendError(f"{tag}: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -178,6 +203,7 @@ class OpenAIBackend:
                     kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                         "name": request.schema_name, "schema": schema, "strict": False}}
             async with self.limiter.slot(est):
+                self.breaker.check()  # it may have tripped while this call waited
                 self.stats["requests_sent"] += 1
                 try:
                     # client.post sends the body as it is: the typed create() walks every
@@ -188,24 +214,39 @@ class OpenAIBackend:
                 except openai.APIConnectionError as exc:  # includes APITimeoutError
                     if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
                         self.stats["timeouts"] += 1
+                        self.breaker.failure(f"the server at {self.where} did not answer within {self.timeout:g} s")
                         raise RetryableError(f"timed out after {self.timeout:g} s") from None
                     self.stats["connection_errors"] += 1
-                    raise RetryableError(f"connection error: {self._scrub(_root_cause(exc))}") from None
+                    cause = self._scrub(_root_cause(exc))
+                    self.breaker.failure(f"cannot connect to {self.where}: {cause}")
+                    raise RetryableError(f"connection error: {cause}") from None
                 except openai.APIStatusError as exc:
                     status, message = exc.status_code, self._server_message(exc)
                     if status == 429:
                         self.stats["errors_429"] += 1
                         self.limiter.cool_down(_retry_after(exc.response.headers))
+                        self.breaker.failure(f"the server at {self.where} kept rate limiting (HTTP 429: {message})")
                         raise RetryableError(f"rate limited (HTTP 429): {message}") from None
                     if status >= 500 or status == 408:
                         if status >= 500:
                             self.stats["errors_5xx"] += 1
+                        self.breaker.failure(f"the server at {self.where} failed (HTTP {status}: {message})")
                         raise RetryableError(f"HTTP {status}: {message}") from None
+                    if status in (401, 403):
+                        key = (f"the key from {self.api_key_env}" if self._secret()
+                               else f"the request without a key ({self.api_key_env} is not set)")
+                        self.breaker.stop(f"the server at {self.where} refused {key} (HTTP {status}: {message})")
+                        self.breaker.check()
+                    if status == 404:
+                        self.breaker.stop(f"the server at {self.where} answered HTTP 404 ({message}): "
+                                          f"check --base-url and --model {self.model!r}")
+                        self.breaker.check()
                     if (status == 400 and "response_format" in kwargs and self.structured == "auto"
                             and any(w in message.lower() for w in _SCHEMA_WORDS)):
                         self._switch_to_prompt_mode(message)
                         continue  # resend at once in prompt mode; not a failed attempt
                     raise BackendError(f"HTTP {status}: {message}") from None
+        self.breaker.success()
         return self._reply(resp, request)
 
     def _switch_to_prompt_mode(self, message: str) -> None:
@@ -213,7 +254,7 @@ class OpenAIBackend:
             self.fallback = True
             log.warning(
                 "%s rejected response_format json_schema (HTTP 400: %s); sending the schema "
-                "in the prompt instead for the rest of this run", self.base_url or "server", message)
+                "in the prompt instead for the rest of this run", self.where, message)
 
     def _server_message(self, exc: openai.APIStatusError) -> str:
         body = exc.body

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from evol.backends.base import Backend, BackendError, Reply
+from evol.backends.base import Backend, BackendError, Reply, RunStopped, TransportError
 from evol.eliminator.rules import STOP_WORDS, asks_for_input, refusal, written_item_problem
 from evol.io import ReadResult
 from evol.prompts import load_prompt
@@ -134,6 +134,8 @@ class BankBuilder:
     async def _call(self, request: Any) -> Reply | None:
         try:
             reply = await self.backend.complete(request)
+        except (TransportError, RunStopped):
+            raise  # no answer: the command stops, and a rerun asks again
         except BackendError as exc:
             self.stats.failed += 1
             self._reject(request.tag.split("/")[0], request.tag, f"call failed: {exc}", "call_failed")
@@ -301,6 +303,8 @@ class Answerer:
                    template=prompt.id, tag=f"{record.id}/instruct/{group.id}")
         try:
             reply = await self.backend.complete(req)
+        except (TransportError, RunStopped):
+            raise  # no answer: the command stops, and a rerun asks again
         except BackendError as exc:
             self.stats.failed += 1
             return None, ("call_failed", f"answer to group {group.id} failed: {exc}")

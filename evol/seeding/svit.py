@@ -28,7 +28,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from evol.backends.base import BackendError, Reply, Request
+from evol.backends.base import BackendError, Reply, Request, RunStopped, TransportError
 from evol.eliminator.rules import written_item_problem
 from evol.prompts import load_prompt
 from evol.records import Item, Record
@@ -199,6 +199,8 @@ class SvitGenerator:
             reply = await self.backend.complete(build_request(record, p, self.opts))
             self.stats.add(reply)
             items, problems = parse_reply(record, p, reply, out_id)
+        except (TransportError, RunStopped):
+            raise  # no answer: the command stops, and a rerun asks again
         except BackendError as exc:
             self.stats.failed += 1
             log.warning("record %s, %s: %s", record.id, task, exc)

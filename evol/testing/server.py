@@ -2,8 +2,10 @@
 
 It answers ``POST /v1/chat/completions`` with synthetic but schema-valid
 content, and can inject latency and faults (429, 500, hangs, garbled JSON)
-so that the real CLI can be exercised over real HTTP.  Two random sources
-are kept apart on purpose:
+so that the real CLI can be exercised over real HTTP.  It can also play a
+provider that checks the API key (``api_key``: anything else gets a 401) and a
+GPU replica that serves at most ``capacity`` requests at once (the rest queue).
+Two random sources are kept apart on purpose:
 
 * the *content* rng is seeded from the request body, so the same request
   always gets the same answer (caching and resume logic can be tested);
@@ -18,12 +20,14 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import math
 import random
 import signal
 import threading
 import time
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +56,8 @@ _PROSE = (
 class ServerConfig:
     latency: float = 0.0        # mean seconds per answer
     spread: float = 0.0         # lognormal sigma; the mean stays `latency`; 0 = fixed
-    fail_429: float = 0.0       # probability of 429 (immediate, Retry-After: 0)
+    fail_429: float = 0.0       # probability of 429 (immediate, Retry-After: `retry_after`)
+    retry_after: float | None = 0.0  # Retry-After seconds sent with a 429; None: no header
     fail_500: float = 0.0       # probability of 500
     fail_timeout: float = 0.0   # probability of hanging `hang_seconds` first
     hang_seconds: float = 30.0
@@ -60,6 +65,9 @@ class ServerConfig:
     no_schema: bool = False     # reject json_schema response_format with a 400
     improved_rate: float = 0.8  # P(boolean property "improved" is true)
     seed: int = 0               # seeds the fault rng only
+    api_key: str | None = None  # when set, a request without "Authorization: Bearer <it>" gets 401
+    capacity: int | None = None  # when set, at most this many requests are served at once;
+                                 # the others queue (429s and 4xx answer at once, unqueued)
     # Planted replies: (substrings, content) pairs. A request whose message text holds
     # every substring of an entry gets that entry's content verbatim (first match wins),
     # so tests can plant a bad reply for one record and see the filters catch it.
@@ -238,6 +246,13 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     counts: dict = field(default_factory=lambda: {
         "requests": 0, "ok": 0, "status": {}, "timeouts": 0, "garbled": 0, "by_schema": {}})
+    gate: asyncio.Semaphore | None = None  # `capacity` slots, made on the server's loop
+
+    def serving(self, delta: int) -> None:
+        """Requests being served now (`capacity` set): "serving" and its peak "peak_serving"."""
+        with self.lock:
+            now = self.counts["serving"] = self.counts["serving"] + delta
+            self.counts["peak_serving"] = max(self.counts["peak_serving"], now)
 
     def bump(self, *keys: str) -> None:
         """Count under each key; HTTP codes ("429") go into the status table."""
@@ -281,9 +296,36 @@ class _State:
 _STATE = web.AppKey("state", _State)
 
 
-def _error(status: int, message: str, kind: str, headers=None) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "code": status}}
+def _error(status: int, message: str, kind: str, headers=None, code=None) -> web.Response:
+    body = {"error": {"message": message, "type": kind, "code": status if code is None else code}}
     return web.json_response(body, status=status, headers=headers)
+
+
+def _unauthorized(request: web.Request, state: _State) -> web.Response | None:
+    """A 401 like OpenAI's when `api_key` is set and the request does not carry it."""
+    key = state.cfg.api_key
+    if key is None:
+        return None
+    given = request.headers.get("Authorization", "")
+    scheme, _, token = given.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode()):
+        return None
+    state.bump("401")  # the message never repeats the key, given or expected
+    return _error(401, "Incorrect API key provided", "invalid_request_error", code="invalid_api_key")
+
+
+@contextlib.asynccontextmanager
+async def _served(state: _State):
+    """Holds one of `capacity` slots (a no-op without one); yields when service starts."""
+    if state.gate is None:
+        yield
+        return
+    async with state.gate:
+        state.serving(1)
+        try:
+            yield
+        finally:
+            state.serving(-1)
 
 
 async def _wait(state: _State, seconds: float) -> None:
@@ -298,6 +340,9 @@ async def _chat(request: web.Request) -> web.Response:
     state: _State = request.app[_STATE]
     cfg = state.cfg
     state.bump("requests")
+    denied = _unauthorized(request, state)
+    if denied is not None:
+        return denied
     try:
         body = await request.json()
     except ValueError:
@@ -313,7 +358,16 @@ async def _chat(request: web.Request) -> web.Response:
     fault = state.pick_fault()
     if fault == "429":  # comes back at once, like a rate limiter would
         state.bump("429")
-        return _error(429, "rate limited", "rate_limit_error", {"Retry-After": "0"})
+        after = None if cfg.retry_after is None else {"Retry-After": f"{cfg.retry_after:g}"}
+        return _error(429, "rate limited", "rate_limit_error", after)
+    async with _served(state):
+        if state.gate is not None:
+            arrived = time.monotonic()  # service starts now; the queue wait is not latency
+        return await _answer(state, body, fault, arrived)
+
+
+async def _answer(state: _State, body: dict, fault: str | None, arrived: float) -> web.Response:
+    cfg = state.cfg
     # The answer is made first and the sleep covers only what is left of the latency, so
     # a configured latency L is the server's whole answer time, not L plus its own work.
     delay = cfg.hang_seconds if fault == "timeout" else state.delay()
@@ -358,6 +412,9 @@ async def _chat(request: web.Request) -> web.Response:
 
 
 async def _models(request: web.Request) -> web.Response:
+    denied = _unauthorized(request, request.app[_STATE])
+    if denied is not None:
+        return denied
     return web.json_response({"object": "list", "data": [
         {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "evol"}]})
 
@@ -368,6 +425,11 @@ async def _stats(request: web.Request) -> web.Response:
 
 async def _start(cfg: ServerConfig, port: int) -> tuple[web.AppRunner, _State, int]:
     state = _State(cfg, random.Random(cfg.seed), asyncio.Event())
+    if cfg.capacity is not None:
+        if cfg.capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        state.gate = asyncio.Semaphore(cfg.capacity)
+        state.counts.update(serving=0, peak_serving=0)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[_STATE] = state
     app.router.add_post("/v1/chat/completions", _chat)
@@ -436,6 +498,7 @@ def start_in_thread(cfg: ServerConfig, port: int = 0) -> RunningServer:
 def _parse(argv=None) -> tuple[ServerConfig, int]:
     parser = argparse.ArgumentParser(description="OpenAI-compatible mock server for tests.")
     parser.add_argument("--port", type=int, default=0)
+    hints = typing.get_type_hints(ServerConfig)
     for name, default in vars(ServerConfig()).items():
         if isinstance(default, (list, dict)):
             continue  # structured options (scripted replies) are for in-process use
@@ -443,10 +506,24 @@ def _parse(argv=None) -> tuple[ServerConfig, int]:
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_true")
         else:
-            parser.add_argument(flag, type=type(default), default=default)
+            parser.add_argument(flag, type=_flag_type(hints[name]), default=default)
     args = vars(parser.parse_args(argv))
     port = args.pop("port")
     return ServerConfig(**args), port
+
+
+def _flag_type(hint):
+    """The argparse type of a field: its own, or for ``X | None`` X, with "none" for None."""
+    args = typing.get_args(hint)
+    if type(None) not in args:
+        return hint
+    inner = next(a for a in args if a is not type(None))
+
+    def convert(text: str):
+        return None if text.strip().lower() in ("none", "null", "") else inner(text)
+
+    convert.__name__ = inner.__name__  # argparse names the type in its error messages
+    return convert
 
 
 async def _serve(cfg: ServerConfig, port: int) -> None:

@@ -1,0 +1,27 @@
+"""Keeping secrets out of what evol writes: credentials inside URLs.
+
+A user may write a key into a URL (``http://user:KEY@host/v1``); such a URL is shown, logged
+and stored in the manifest only as ``http://***@host/v1``.
+"""
+
+from __future__ import annotations
+
+import re
+
+_AUTHORITY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#\s]*)")
+
+
+def _mask(m: re.Match) -> str:
+    authority = m.group(2)
+    if "@" not in authority:
+        return m.group(0)
+    # cut at the last "@", as URL parsers do: a password holding an unescaped "@" stays hidden
+    return f"{m.group(1)}***@{authority.rpartition('@')[2]}"
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL (or any text holding URLs) with each ``user:password@`` part replaced by
+    ``***@``; None stays None."""
+    if not url:
+        return url
+    return _AUTHORITY.sub(_mask, url)
