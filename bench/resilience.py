@@ -3,8 +3,14 @@
 1. An uninterrupted run of N records (2 rounds) against the test server.
 2. The same run killed with SIGKILL halfway, then rerun: compares llava.json and
    records.jsonl with (1) and prints how many requests the server saw against (1).
-3. A run with 20% injected faults (429, 500, timeouts, garbled replies, 5% each):
-   prints how every input record is accounted for.
+3. A run with 20% injected transport faults (429, 500, timeouts) and --max-attempts 2: it
+   must exit 3 with records pending; a rerun against a fault-free server must send exactly
+   the calls the faulty run got no answer to (and what follows them), and end equal to (1).
+   Then a run with 5% garbled replies: the rounds that fail on them are counted, and a
+   rerun with --retry-failed completes them.
+4b. With --stops only: a 401 server, a closed port and a full disk (a 256 KiB file-size
+   limit): seconds to the non-zero exit, the one line printed, and whether a rerun against
+   a working server equals (1) while sending only what was never answered.
 4. With --rate-limits [K] only: the run of (1) fault-free, then with 4% 429s that carry no
    Retry-After, K times each; prints both wall times and their ratio (target: <= 1.25).
 5. With --memory [N] only: peak RSS of a run with N records in flight (default 8), each
@@ -18,7 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -41,6 +50,65 @@ def lines(path: Path) -> list[dict]:
 
 def by_id(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in lines(path)}
+
+
+def cache_keys(run: Path) -> set[str]:
+    db = sqlite3.connect(run / "cache.sqlite")
+    try:
+        return {k for (k,) in db.execute("SELECT key FROM replies")}
+    finally:
+        db.close()
+
+
+def error_line(stderr: bytes) -> str:
+    found = [x for x in stderr.decode(errors="replace").splitlines() if x.startswith("error:")]
+    return " | ".join(found) or "(no error line)"
+
+
+def stops(a: argparse.Namespace, env: dict) -> None:
+    """Section 4b: a run that cannot succeed stops at once, and a rerun finishes it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        seeds = write_inputs(root, a.records)
+
+        def args(url: str, out: Path) -> list[str]:
+            return cli("evolve", str(seeds), "--out", str(out), "--model", "bench", "--base-url", url,
+                       "--image-root", str(root), "--rounds", "2", "--concurrency", str(a.concurrency))
+
+        ref_srv = start_in_thread(ServerConfig(latency=a.latency, spread=0.3))
+        subprocess.run(args(ref_srv.url, root / "ref"), check=True, capture_output=True,
+                       env={**env, "OPENAI_API_KEY": "k"})
+        ref_srv.stop()
+        ref_keys = cache_keys(root / "ref")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            closed = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        limit = 256 * 1024
+
+        def small_disk() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        cases = (("401 (wrong key)", dict(api_key="right"), None, "wrong"),
+                 ("closed port", None, None, "right"),
+                 ("full disk", {}, small_disk, "right"))
+        for name, server_kw, preexec, key in cases:
+            srv = start_in_thread(ServerConfig(latency=a.latency, spread=0.3, **(server_kw or {}))) \
+                if server_kw is not None else None
+            out = root / name.split()[0]
+            t0 = time.perf_counter()
+            res = subprocess.run(args(srv.url if srv else closed, out), capture_output=True, preexec_fn=preexec,
+                                 env={**env, "OPENAI_API_KEY": key})
+            wall = time.perf_counter() - t0
+            answered = cache_keys(out) if (out / "cache.sqlite").exists() else set()
+            print(f"{name}: exit {res.returncode} after {wall:.1f} s; {error_line(res.stderr)}")
+            good = srv or start_in_thread(ServerConfig(latency=a.latency, spread=0.3))
+            before = good.stats()["requests"]
+            again = subprocess.run(args(good.url, out), capture_output=True, env={**env, "OPENAI_API_KEY": "right"})
+            sent = good.stats()["requests"] - before
+            good.stop()
+            same = (out / "llava.json").read_bytes() == (root / "ref" / "llava.json").read_bytes()
+            print(f"  rerun: exit {again.returncode}; sent {sent} = never answered {len(ref_keys - answered)}; "
+                  f"answers kept from the stopped run {len(answered)}; llava.json equal to uninterrupted: {same}")
 
 
 def rate_limits(a: argparse.Namespace, env: dict) -> None:
@@ -156,6 +224,8 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--rate-limits", type=int, nargs="?", const=1, default=0, metavar="K",
                     help="run only section 4 (429s without Retry-After), K times")
+    ap.add_argument("--stops", action="store_true",
+                    help="run only section 4b (401, closed port, full disk: stop and rerun)")
     ap.add_argument("--memory", type=int, nargs="?", const=8, default=0, metavar="N",
                     help="run only section 5 (peak memory, N records with 100-megapixel images)")
     a = ap.parse_args()
@@ -164,6 +234,8 @@ def main() -> None:
         return rate_limits(a, env)
     if a.memory:
         return memory(a, env)
+    if a.stops:
+        return stops(a, env)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         seeds = write_inputs(root, a.records)
@@ -197,25 +269,44 @@ def main() -> None:
               f"(calls in flight at most {a.concurrency})")
         print(f"llava.json identical: {same_llava}; records identical: {same_records}")
 
-        srv = start_in_thread(ServerConfig(latency=a.latency, fail_429=0.05, fail_500=0.05, fail_timeout=0.05,
-                                           garbled=0.05, hang_seconds=5, seed=1))
+        ref_keys = cache_keys(root / "ref")
+        srv = start_in_thread(ServerConfig(latency=a.latency, fail_429=0.07, fail_500=0.07, fail_timeout=0.06,
+                                           hang_seconds=5, seed=1))
         out = root / "faults"
         t0 = time.perf_counter()
-        subprocess.run(args(srv.url, out, "--timeout", "2"), check=True, capture_output=True, env=env)
+        res = subprocess.run(args(srv.url, out, "--timeout", "2", "--max-attempts", "2"), capture_output=True, env=env)
         wall = time.perf_counter() - t0
         stats = srv.stats()
         srv.stop()
-        records, rejects = lines(out / "records.jsonl"), lines(out / "rejects.jsonl")
-        final = sum(r["final"] for r in rejects)
-        llava = json.loads((out / "llava.json").read_text())
-        items = sum(len(v["items"]) for r in records for v in r["versions"])
-        item_rejects = sum(1 for r in rejects if "item" in r)
-        failed_calls = sum(1 for r in rejects if r["stage"] == "evolve" or r["reason"].startswith("judge failed"))
-        print(f"faults: {stats['requests']} requests, status {stats['status']}, timeouts {stats['timeouts']}, "
-              f"garbled {stats['garbled']}; wall {wall:.1f} s")
-        print(f"records: {a.records} in = {len(records)} written + {final} rejected whole")
-        print(f"evolved items: {items} = {len(llava)} kept + {item_rejects} rejected with a reason; "
-              f"reject entries naming a call that failed for good: {failed_calls}")
+        pending = [x for x in res.stderr.decode().splitlines() if "pending" in x]
+        answered = cache_keys(out)
+        print(f"20% transport faults, --max-attempts 2: exit {res.returncode}; {stats['requests']} requests, "
+              f"status {stats['status']}, timeouts {stats['timeouts']}; wall {wall:.1f} s")
+        print("  " + " / ".join(pending[:2]))
+        clean = start_in_thread(ServerConfig(latency=a.latency, spread=0.3))
+        again = subprocess.run(args(clean.url, out), capture_output=True, env=env)
+        sent = clean.stats()["requests"]
+        clean.stop()
+        same = (out / "llava.json").read_bytes() == (root / "ref" / "llava.json").read_bytes()
+        print(f"  rerun fault-free: exit {again.returncode}; sent {sent} = never answered before "
+              f"{len(ref_keys - answered)} (of {len(ref_keys)}); llava.json equal to uninterrupted: {same}; records equal: "
+              f"{by_id(out / 'records.jsonl') == by_id(root / 'ref' / 'records.jsonl')}")
+
+        srv = start_in_thread(ServerConfig(latency=a.latency, garbled=0.05, seed=2))
+        out = root / "garbled"
+        res = subprocess.run(args(srv.url, out, "--max-attempts", "2"), capture_output=True, env=env)
+        srv.stop()
+        records = lines(out / "records.jsonl")
+        failed = sum(any(v["status"] != "judged" for v in r["versions"]) for r in records)
+        print(f"5% garbled replies, --max-attempts 2: exit {res.returncode}; {len(records)}/{a.records} records "
+              f"written, {failed} with a failed round (model faults)")
+        clean = start_in_thread(ServerConfig(latency=a.latency, spread=0.3))
+        again = subprocess.run(args(clean.url, out, "--retry-failed"), capture_output=True, env=env)
+        records = lines(out / "records.jsonl")
+        failed = sum(any(v["status"] != "judged" for v in r["versions"]) for r in records)
+        print(f"  rerun --retry-failed: exit {again.returncode}; {clean.stats()['requests']} requests; "
+              f"{len(records)} records, {failed} with a failed round")
+        clean.stop()
 
 
 if __name__ == "__main__":

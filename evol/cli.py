@@ -167,7 +167,8 @@ def evolve(
             raise typer.Exit(EXIT_INTERRUPTED)
         finally:
             signal.signal(signal.SIGTERM, previous)
-    raise typer.Exit(code)
+    if code:
+        raise typer.Exit(code)
 
 
 def _check_same_run(run: RunDir, cfg: EvolveConfig, identity: dict) -> None:
@@ -498,7 +499,7 @@ def demo(
             image_root=str(seeds), max_side=None, image_detail=None, send_images=None, judge_image=None, concurrency=16,
             rpm=None, tpm=None, timeout=30.0, max_attempts=None, seed=None, mix=None, temperature=None, top_p=None,
             max_tokens=max_tokens, judge_temperature=None, min_score=None, include_seeds=None, input_format=None,
-            limit=None, dry_run=False, verbose=False,
+            limit=None, dry_run=False, retry_failed=False, verbose=False, max_pixels=None, allow_image_urls=None,
         )
     finally:
         if server is not None:
@@ -864,6 +865,12 @@ def main() -> None:
         if show is None:
             raise
         show()
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:  # a file-system problem no command named more precisely
+        if "-v" in sys.argv or "--verbose" in sys.argv:
+            raise
+        console.print(f"[red]error:[/red] {_os_problem(exc, 'file-system error:')} (-v shows where)",
+                      highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -219,7 +219,7 @@ class OpenAIBackend:
                     self.stats["connection_errors"] += 1
                     cause = self._scrub(_root_cause(exc))
                     self.breaker.failure(f"cannot connect to {self.where}: {cause}")
-                    raise RetryableError(f"connection error: {cause}") from None
+                    raise RetryableError(f"cannot connect to {self.where}: {cause}") from None
                 except openai.APIStatusError as exc:
                     status, message = exc.status_code, self._server_message(exc)
                     if status == 429:
