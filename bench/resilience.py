@@ -15,6 +15,12 @@
    Retry-After, K times each; prints both wall times and their ratio (target: <= 1.25).
 5. With --memory [N] only: peak RSS of a run with N records in flight (default 8), each
    with its own 100-megapixel picture, against the same run with a small picture.
+6. With --capacity-one [N] only: N records (default 64), 1 round, the default
+   --concurrency (64) and --timeout 120, against a server that serves one call at a time,
+   2 s each: requests sent, timeouts, usable replies, requests per usable reply (target:
+   no timeout, at most 1.1), wall time. (With all 64 let in at once the last ones would
+   wait 128 s in the server's queue and time out; fewer than 61 records cannot show it,
+   as a record has one call in flight at a time.)
 
     python bench/resilience.py --records 300 --concurrency 32 --latency 0.2
 """
@@ -71,9 +77,9 @@ def stops(a: argparse.Namespace, env: dict) -> None:
         root = Path(tmp)
         seeds = write_inputs(root, a.records)
 
-        def args(url: str, out: Path) -> list[str]:
+        def args(url: str, out: Path, *extra: str) -> list[str]:
             return cli("evolve", str(seeds), "--out", str(out), "--model", "bench", "--base-url", url,
-                       "--image-root", str(root), "--rounds", "2", "--concurrency", str(a.concurrency))
+                       "--image-root", str(root), "--rounds", "2", "--concurrency", str(a.concurrency), *extra)
 
         ref_srv = start_in_thread(ServerConfig(latency=a.latency, spread=0.3))
         subprocess.run(args(ref_srv.url, root / "ref"), check=True, capture_output=True,
@@ -96,8 +102,15 @@ def stops(a: argparse.Namespace, env: dict) -> None:
                 if server_kw is not None else None
             out = root / name.split()[0]
             t0 = time.perf_counter()
-            res = subprocess.run(args(srv.url if srv else closed, out), capture_output=True, preexec_fn=preexec,
-                                 env={**env, "OPENAI_API_KEY": key})
+            if preexec is None:  # the preflight's verdict first: nothing is written as done
+                res = subprocess.run(args(srv.url if srv else closed, root / "preflight"), capture_output=True,
+                                     env={**env, "OPENAI_API_KEY": key})
+                print(f"{name}, preflight: exit {res.returncode} after {time.perf_counter() - t0:.1f} s; "
+                      f"{error_line(res.stderr)}")
+                t0 = time.perf_counter()
+            # then the run's own stop, with the preflight off (a server that breaks mid-run)
+            res = subprocess.run(args(srv.url if srv else closed, out, "--no-preflight"), capture_output=True,
+                                 preexec_fn=preexec, env={**env, "OPENAI_API_KEY": key})
             wall = time.perf_counter() - t0
             answered = cache_keys(out) if (out / "cache.sqlite").exists() else set()
             print(f"{name}: exit {res.returncode} after {wall:.1f} s; {error_line(res.stderr)}")
@@ -217,6 +230,30 @@ def memory(a: argparse.Namespace, env: dict) -> None:
               "under both figures)")
 
 
+def capacity_one(a: argparse.Namespace, env: dict) -> None:
+    """Section 6: the window must fit a server that queues what it cannot serve."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        seeds = write_inputs(root, a.capacity_one)
+        srv = start_in_thread(ServerConfig(capacity=1, latency=2.0))
+        out = root / "run"
+        t0 = time.perf_counter()
+        res = subprocess.run(cli("evolve", str(seeds), "--out", str(out), "--model", "bench", "--base-url", srv.url,
+                                 "--image-root", str(root), "--rounds", "1", "--timeout", "120",
+                                 "--api-key-env", "EVOL_BENCH_NO_KEY"), capture_output=True, env=env)
+        wall = time.perf_counter() - t0
+        stats = srv.stats()
+        srv.stop()
+        http = json.loads((out / "manifest.json").read_text()).get("http") or {}
+        timeouts = sum(http.get(o, {}).get("timeout", {}).get("requests", 0) for o in ("retried", "failed"))
+        usable = http.get("ok", {}).get("requests", 0)
+        print(f"capacity one, 2 s per answer, {a.capacity_one} records, --concurrency 64 --timeout 120: "
+              f"exit {res.returncode}; {stats['requests']} requests sent, {timeouts} timeouts, {usable} usable "
+              f"replies, {stats['requests'] / max(1, usable):.2f} requests per usable reply (target <= 1.1); "
+              f"at most {stats['peak_serving']} served at once; wall {wall:.1f} s "
+              f"(the server alone: {2 * usable:.0f} s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=300)
@@ -228,8 +265,12 @@ def main() -> None:
                     help="run only section 4b (401, closed port, full disk: stop and rerun)")
     ap.add_argument("--memory", type=int, nargs="?", const=8, default=0, metavar="N",
                     help="run only section 5 (peak memory, N records with 100-megapixel images)")
+    ap.add_argument("--capacity-one", type=int, nargs="?", const=64, default=0, metavar="N",
+                    help="run only section 6 (a server serving one call at a time, N records)")
     a = ap.parse_args()
     env = {**os.environ, "EVOL_BENCH_NO_KEY": ""}
+    if a.capacity_one:
+        return capacity_one(a, env)
     if a.rate_limits:
         return rate_limits(a, env)
     if a.memory:
@@ -278,7 +319,8 @@ def main() -> None:
         wall = time.perf_counter() - t0
         stats = srv.stats()
         srv.stop()
-        pending = [x for x in res.stderr.decode().splitlines() if "pending" in x]
+        pending = [x.strip() for x in res.stderr.decode().splitlines() if "records pending" in x or
+                   x.strip().startswith("pending:")]
         answered = cache_keys(out)
         print(f"20% transport faults, --max-attempts 2: exit {res.returncode}; {stats['requests']} requests, "
               f"status {stats['status']}, timeouts {stats['timeouts']}; wall {wall:.1f} s")

@@ -25,6 +25,7 @@ from rich.console import Console
 from evol import aio
 from evol.config import ConfigError, EvolveConfig, build_config
 from evol.rundir import (RunDir, RunLocked, finalize, input_changes, input_identity, prepare_resume)
+from evol.samples import shipped
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Evolve multimodal instruction data.")
@@ -101,6 +102,9 @@ def evolve(
     tpm: Optional[float] = typer.Option(None, help="Tokens per minute at most."),
     timeout: Optional[float] = typer.Option(None, help="Seconds per request before it is retried [120]."),
     max_attempts: Optional[int] = typer.Option(None, help="Tries per request [6]."),
+    structured: Optional[str] = typer.Option(None, help="openai backend: how the JSON schema goes to the server: auto, json_schema, json_object (llama.cpp), ollama or prompt [auto: the preflight finds the way the server takes]."),
+    preflight: Optional[bool] = typer.Option(None, "--preflight/--no-preflight", help="openai backend: check the server, the model name, structured output and images before the first record [yes]."),
+    text_only_server: Optional[str] = typer.Option(None, help="The preflight found a server that ignores images: captions (go on, each record's caption and boxes in the prompt instead) or stop [captions]."),
     seed: Optional[int] = typer.Option(None, help="Run seed: operator choice and sampling [0]."),
     mix: Optional[str] = typer.Option(None, help="Operator weights, e.g. perceptual=1,reasoning=1,interaction=1."),
     temperature: Optional[float] = typer.Option(None, help="Sampling temperature for evolution [0.7]."),
@@ -227,10 +231,11 @@ def _build_backends(cfg: EvolveConfig, run: RunDir, images, choice):
 
     from evol.backends.health import Breaker
 
-    limiter = Limiter(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm)
+    limiter = Limiter(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm, adaptive=True)  # latency control: limits.py
     cache = Cache(run.cache)
     remote = dict(base_url=cfg.base_url, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
-                  max_attempts=cfg.max_attempts, image_detail=cfg.image_detail, breaker=Breaker())
+                  max_attempts=cfg.max_attempts, image_detail=cfg.image_detail, breaker=Breaker(),
+                  structured=cfg.structured)
 
     def make(which):
         if which.kind != "openai":
@@ -253,6 +258,40 @@ def _build_backends(cfg: EvolveConfig, run: RunDir, images, choice):
     return cache, [inner, judge_inner], backend, judge_backend
 
 
+async def _preflight(cfg: EvolveConfig, run: RunDir, inners, cache):
+    """Check the server before the first record (openai backend; `evol.backends.preflight`).
+
+    Returns the config the run goes on with (a server that ignores images: --no-images;
+    the stored config stays as given) and what the manifest keeps under ``server``. A
+    failed check is one ``error:`` line and exit 1, nothing written as done.
+    """
+    previous = run.read_manifest().get("server")
+    if cfg.backend != "openai" or not cfg.preflight:
+        return cfg, previous
+    from rich.markup import escape
+
+    from evol.backends.preflight import PreflightError, record_server, run_preflight
+
+    try:
+        check = await run_preflight(cfg, list({id(b): b for b in inners}.values()), previous=previous)
+    except PreflightError as exc:
+        for inner in {id(b): b for b in inners}.values():
+            await inner.aclose()
+        cache.close()
+        _fail(escape(str(exc)))  # server messages may hold [brackets]: not markup
+    for note in check.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+    for warning in check.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+    try:
+        record_server(run, check.info)
+    except OSError as exc:
+        _fail(_os_problem(exc, "cannot write the run folder:"))
+    if not check.send_images and cfg.send_images:
+        return cfg.model_copy(update={"send_images": False, "judge_image": False}), check.info
+    return cfg, check.info
+
+
 async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_failed: bool = False) -> int:
     """Run, finalize, summarise; return the exit code (0 complete, 3 records pending)."""
     from evol.io import count_records
@@ -266,21 +305,40 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_faile
     except OSError as exc:
         _fail(_os_problem(exc, "cannot read or tidy the run folder:"))
     cache, inners, backend, judge_backend = _build_backends(cfg, run, images, choice)
-    runner = Runner(cfg, run, backend, images, judge_backend=judge_backend, done_keys=done)
+    run_cfg, server = await _preflight(cfg, run, inners, cache)
+    runner = Runner(run_cfg, run, backend, images, judge_backend=judge_backend, done_keys=done)
     total = count_records(cfg.input)
     if total is not None and cfg.limit is not None:
         total = min(total, cfg.limit)
     if done:
         console.print(f"resuming: {len(done)} records already finished in {run.root}")
-    progress = asyncio.create_task(show_progress(runner.stats, console))
+    # This invocation's entry in the manifest, written now ("running"), kept up by the
+    # progress task and finished at the end: a killed invocation keeps its last wall time.
+    slot: list[int | None] = [None]
+
+    def checkpoint(status: str = "running") -> None:
+        slot[0] = run.record_invocation(_invocation_entry(started, t0, runner.stats, status), slot[0])
+
+    try:
+        checkpoint()
+    except OSError as exc:
+        log.warning("could not record this invocation in %s: %s", run.manifest, exc)
+    progress = asyncio.create_task(show_progress(runner.stats, console, checkpoint=checkpoint))
+    finished = False
     try:
         stats = await runner.run(total=total)
+        finished = True
     finally:
         progress.cancel()
         await asyncio.gather(progress, return_exceptions=True)
         for inner in {id(b): b for b in inners}.values():
             await inner.aclose()
         cache.close()
+        if not finished:  # Ctrl-C, SIGTERM or a crash: what it took so far
+            try:
+                checkpoint("interrupted")
+            except Exception:  # noqa: BLE001 - the interruption is what gets reported
+                pass
     # records never started because the run stopped are pending too
     unstarted = 0
     if stats.stop_cause is not None and total is not None:
@@ -289,27 +347,21 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_faile
     reasons = dict(stats.pending_reasons.most_common(10))
     if unstarted:
         reasons["not started: the run stopped"] = unstarted
-    manifest = run.read_manifest()
-    invocations = manifest.get("invocations", []) + [{
-        "started": started,
-        "wall_s": round(time.monotonic() - t0, 3),
-        "model_calls": stats.model_calls,
-        "cached_calls": stats.cached_calls,
-        "tokens_in": stats.tokens_in,
-        "tokens_out": stats.tokens_out,
-        "records_resumed": stats.skipped_done,
-        "records_pending": pending,
-        **({"stopped": stats.stop_cause} if stats.stop_cause else {}),
-    }]
     complete = stats.stop_cause is None and pending == 0
+    invocations = list(run.read_manifest().get("invocations") or [])
+    entry = _invocation_entry(started, t0, stats, "complete" if complete else "incomplete", pending)
+    if slot[0] is not None and slot[0] < len(invocations):
+        invocations[slot[0]] = entry
+    else:
+        invocations.append(entry)
     try:
         result = finalize(run, cfg.public(), min_score=cfg.min_score, include_seeds=cfg.include_seeds, extra={
             "status": "complete" if complete else "incomplete",
             "pending": {"records": pending if stats.stop_cause is None or total is not None else None,
                         "reasons": reasons, "stopped": stats.stop_cause},
             "prompts": prompt_versions(),
-            "invocations": invocations,
-            "wall_s": round(sum(i["wall_s"] for i in invocations), 3),
+            "invocations": invocations,  # finalize adds the totals: wall_s, model_calls, http
+            **({"server": server} if server is not None else {}),
         })
     except OSError as exc:
         from evol.cache import write_failure
@@ -323,7 +375,7 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_faile
     console.print(
         f"{'done' if complete else 'incomplete'}: {c['records_out']} records, {c['llava_entries']} kept items "
         f"in {run.llava}; {c['records_rejected']} records rejected, rejects in {run.rejects}; "
-        f"{stats.model_calls} model calls, {stats.cached_calls} from cache", highlight=False, soft_wrap=True)
+        f"{_requests_line(stats)}", highlight=False, soft_wrap=True)
     if complete:
         return 0
     if stats.stop_cause:
@@ -334,6 +386,49 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_faile
     for reason, n in stats.pending_reasons.most_common(3):
         console.print(f"  pending: {n} x {reason}", highlight=False, soft_wrap=True)
     return EXIT_INCOMPLETE
+
+
+def _invocation_entry(started: str, t0: float, stats, status: str, pending: int | None = None) -> dict:
+    """One invocation in the manifest: when it started, how it ended ("running" until it
+    does; "killed" when it never did), its wall time, the requests it sent
+    ("model_calls": HTTP requests, every attempt; with a local backend, calls answered)
+    and, over HTTP, those requests by outcome with their tokens ("http")."""
+    http = stats.http
+    entry = {
+        "started": started,
+        "status": status,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_s": round(time.monotonic() - t0, 3),
+        "model_calls": stats.requests_sent,
+        "cached_calls": stats.cached_calls,
+        "calls": {"answered": stats.model_calls, "cached": stats.cached_calls, "failed": stats.calls_failed},
+        "tokens_in": http["tokens_in"] if http else stats.tokens_in,
+        "tokens_out": http["tokens_out"] if http else stats.tokens_out,
+        **({"http": http} if http else {}),
+        "records_done": stats.finished,
+        "records_resumed": stats.skipped_done,
+    }
+    if pending is not None:
+        entry["records_pending"] = pending
+    if stats.stop_cause:
+        entry["stopped"] = stats.stop_cause
+    return entry
+
+
+def _requests_line(stats) -> str:
+    """The summary's account of requests: sent, by outcome, tokens; calls from the cache."""
+    http = stats.http
+    if not http:
+        return (f"{stats.model_calls} model calls ({stats.tokens_in:,} tokens in, {stats.tokens_out:,} out), "
+                f"{stats.cached_calls} from cache")
+
+    def kinds(table: dict, what: str) -> str:
+        n = sum(v["requests"] for v in table.values())
+        return f"{n} {what}" + (" (" + ", ".join(f"{k} x{v['requests']}" for k, v in table.items()) + ")" if n else "")
+
+    return (f"{http['requests']} requests: {http['ok']['requests']} ok, {kinds(http['retried'], 'retried')}, "
+            f"{kinds(http['failed'], 'failed')}; tokens {http['tokens_in']:,} in, {http['tokens_out']:,} out; "
+            f"{stats.cached_calls} calls from cache")
 
 
 def _dry_run(cfg: EvolveConfig, images) -> None:
@@ -434,7 +529,7 @@ def report_cmd(
     console.print(f"report: {path}", highlight=False)
 
 
-SAMPLES = Path(__file__).resolve().parent.parent / "seeds"
+SAMPLES = shipped()
 
 
 def write_sample_seeds(out: Path) -> None:
@@ -500,6 +595,7 @@ def demo(
             rpm=None, tpm=None, timeout=30.0, max_attempts=None, seed=None, mix=None, temperature=None, top_p=None,
             max_tokens=max_tokens, judge_temperature=None, min_score=None, include_seeds=None, input_format=None,
             limit=None, dry_run=False, retry_failed=False, verbose=False, max_pixels=None, allow_image_urls=None,
+            structured=None, preflight=None, text_only_server=None,
         )
     finally:
         if server is not None:
@@ -651,6 +747,10 @@ def _llm_options(model: Optional[str], base_url: Optional[str], api_key_env: str
     from evol.backends import BackendChoiceError, settle_backend
     from evol.seeding.llm import LLMOptions
 
+    from evol.redact import url_credentials_problem
+
+    if url_credentials_problem(base_url):
+        _fail(url_credentials_problem(base_url))
     try:
         choice = settle_backend(backend, model, base_url)
     except BackendChoiceError as exc:
@@ -758,7 +858,7 @@ def seed_svit(
 def seed_instruct(
     input: Optional[str] = typer.Argument(None, help="Records with captions and boxes (evol JSONL, MMEvol, LLaVA)."),
     out: str = typer.Option(..., "--out", help="Seed records (JSONL); the bank goes to <out>.bank.json."),
-    bank: str = typer.Option("seeds/instructions.txt", help="Seed instructions, one per line."),
+    bank: Optional[str] = typer.Option(None, help="Seed instructions, one per line [the shipped instruction bank]."),
     grow: int = typer.Option(200, help="New instructions to grow the bank by (0: use the seeds as they are)."),
     clusters: Optional[int] = typer.Option(None, help="Instruction groups to summarise [about sqrt(bank size)]."),
     per_image: int = typer.Option(2, help="Instructions answered per picture."),
@@ -788,8 +888,8 @@ def seed_instruct(
                         temperature, max_tokens, seed, backend=backend, device=device, batch_size=batch_size)
     inputs = _seed_inputs(input, annotations, vg, vg_ids, image_root, input_format)
     manifest = _run_seed_command(lambda: instruct_command(
-        inputs=inputs, bank=bank, grow=grow, clusters=clusters, per_image=per_image, embedder=embedder, opts=opts,
-        out=out, cache=cache, limit=limit))
+        inputs=inputs, bank=bank or str(shipped("instructions.txt")), grow=grow, clusters=clusters,
+        per_image=per_image, embedder=embedder, opts=opts, out=out, cache=cache, limit=limit))
     b = manifest["bank"]
     console.print(f"instruction bank: {b['seeds']} seeds + {b['grown']} grown -> {b['groups']} groups "
                   f"({b['groups_summarised']} summarised) with {manifest['embedder']}, in {b['file']}")

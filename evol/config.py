@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evol.operators import DEFAULT_MIX, validate_mix
-from evol.redact import redact_url
+from evol.redact import redact_url, url_credentials_problem
 
 
 
@@ -63,12 +63,44 @@ class EvolveConfig(BaseModel):
     # the embedded default gets 200 / 5 unless these are set)
     max_string: int | None = Field(None, ge=1)
     max_items: int | None = Field(None, ge=1)
+    # openai backend: how the JSON schema goes to the server (evol.backends.openai): auto
+    # finds the way the server takes (json_schema -> json_object -> prompt); a fixed one is
+    # used as it is
+    structured: str = "auto"
+    # openai backend: check the server before the first record (evol.backends.preflight)
+    preflight: bool = True
+    # the preflight found that the server ignores images: go on with each record's caption
+    # and boxes in the prompt ("captions"), or stop ("stop")
+    text_only_server: str = "captions"
 
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, v: str | None) -> str | None:
         if v is not None and v not in ("openai", "vllm", "hf"):
             raise ValueError(f"unknown backend {v!r} (available: openai, vllm, hf)")
+        return v
+
+    @field_validator("structured")
+    @classmethod
+    def _known_structured(cls, v: str) -> str:
+        choices = ("auto", "json_schema", "json_object", "ollama", "prompt")
+        if v not in choices:
+            raise ValueError(f"unknown structured-output mode {v!r} (available: {', '.join(choices)})")
+        return v
+
+    @field_validator("text_only_server")
+    @classmethod
+    def _known_text_only(cls, v: str) -> str:
+        if v not in ("captions", "stop"):
+            raise ValueError(f"--text-only-server must be captions or stop, not {v!r}")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        problem = url_credentials_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("mix", mode="before")

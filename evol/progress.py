@@ -1,10 +1,13 @@
-"""Live progress: a rich display on a terminal, a log line every few seconds elsewhere."""
+"""Live progress: a rich display on a terminal, a log line every few seconds elsewhere;
+and the periodic checkpoint of the invocation's manifest entry (`show_progress`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -12,22 +15,70 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from evol.runner import RunStats
 
 
-def describe(stats: RunStats) -> str:
-    elapsed = max(time.monotonic() - stats.started, 1e-9)
+log = logging.getLogger("evol.progress")
+
+CHECKPOINT_MAX = 30.0  # seconds between checkpoints, once the run is that old
+
+
+def describe(stats: RunStats, now: float | None = None) -> str:
+    """One line: kept share, requests/s and tokens/s, the window of calls in flight,
+    retries and timeouts, failed requests by kind, failed rounds and rejected records."""
+    elapsed = max((time.monotonic() if now is None else now) - stats.started, 1e-9)
     kept = f"{stats.kept_ratio:.0%}" if stats.kept_ratio is not None else "-"
-    return (
-        f"kept {kept} | {stats.model_calls / elapsed:.1f} req/s | "
-        f"cached {stats.cached_calls} | tokens {stats.tokens_in:,}/{stats.tokens_out:,} | "
-        f"errors {stats.errors} | rejected records {stats.records_rejected}"
-    )
+    http = stats.http
+    tokens_in, tokens_out = (http["tokens_in"], http["tokens_out"]) if http else (stats.tokens_in, stats.tokens_out)
+    parts = [f"kept {kept}", f"{stats.requests_sent / elapsed:.1f} req/s, {(tokens_in + tokens_out) / elapsed:,.0f} tok/s"]
+    limiter = getattr(stats, "limiter", None)
+    if limiter is not None and getattr(limiter, "adaptive", False):
+        parts.append(f"window {int(limiter.window)}/{limiter.concurrency}")
+    parts.append(f"cached {stats.cached_calls}")
+    parts.append(f"tokens {tokens_in:,}/{tokens_out:,}")
+    if http:
+        retried, failed = http["retried"], http["failed"]
+        timeouts = retried.get("timeout", {}).get("requests", 0) + failed.get("timeout", {}).get("requests", 0)
+        parts.append(f"retries {sum(v['requests'] for v in retried.values())}{_by_kind(retried)}")
+        parts.append(f"timeouts {timeouts}")
+        parts.append(f"failed requests {sum(v['requests'] for v in failed.values())}{_by_kind(failed)}")
+    parts.append(f"failed rounds {stats.errors}")
+    parts.append(f"rejected records {stats.records_rejected}")
+    return " | ".join(parts)
 
 
-async def show_progress(stats: RunStats, console: Console, interval: float = 0.5) -> None:
-    """Run until cancelled, redrawing from `stats`."""
+def _by_kind(table: dict) -> str:
+    """The kinds of a retried or failed table, most first: " (429 x3, parse x1)"."""
+    kinds = sorted(((v["requests"], k) for k, v in table.items() if v["requests"]), key=lambda x: (-x[0], x[1]))
+    return f" ({', '.join(f'{k} x{n}' for n, k in kinds)})" if kinds else ""
+
+
+class _Checkpoints:
+    """Calls `save` after 1, 2, 4, 8, 16 s of the run, then every `CHECKPOINT_MAX` s: a
+    killed invocation loses at most half its time, and at most that many seconds."""
+
+    def __init__(self, save: Callable[[], None] | None, started: float):
+        self.save, self.started = save, started
+        self.next = started + 1.0
+
+    def tick(self, now: float) -> None:
+        if self.save is None or now < self.next:
+            return
+        elapsed = now - self.started
+        self.next = now + min(CHECKPOINT_MAX, max(1.0, elapsed))
+        try:
+            self.save()
+        except Exception as exc:  # a checkpoint is a convenience: the run goes on
+            log.warning("could not update the manifest: %s", exc)
+
+
+async def show_progress(stats: RunStats, console: Console, interval: float = 0.5,
+                        checkpoint: Callable[[], None] | None = None) -> None:
+    """Run until cancelled, redrawing from `stats`; calls `checkpoint` now and then (see
+    `_Checkpoints`) so that the invocation's entry in the manifest keeps up."""
+    checkpoints = _Checkpoints(checkpoint, stats.started)
     if not (console.is_terminal and sys.stderr.isatty()):
         last = time.monotonic()
         while True:
             await asyncio.sleep(interval)
+            checkpoints.tick(time.monotonic())
             if time.monotonic() - last >= 15:
                 last = time.monotonic()
                 total = stats.total if stats.total is not None else "?"
@@ -44,5 +95,6 @@ async def show_progress(stats: RunStats, console: Console, interval: float = 0.5
             while True:
                 bar.update(task, completed=stats.accounted, total=stats.total, info=describe(stats))
                 await asyncio.sleep(interval)
+                checkpoints.tick(time.monotonic())
         finally:
             bar.update(task, completed=stats.accounted, info=describe(stats))

@@ -25,3 +25,12 @@ def redact_url(url: str | None) -> str | None:
     if not url:
         return url
     return _AUTHORITY.sub(_mask, url)
+
+
+def url_credentials_problem(url: str | None) -> str | None:
+    """Why a server URL holding ``user:password@`` is refused (the key belongs in the
+    environment), with the URL shown masked; None when it holds none."""
+    if not url or redact_url(url) == url:
+        return None
+    return (f"--base-url {redact_url(url)} holds credentials (a user:password@ part): put the key in the "
+            "environment variable named by --api-key-env instead, so that it is never stored with the run")

@@ -87,6 +87,59 @@ class RunDir:
         except (OSError, ValueError):
             return {}
 
+    def record_invocation(self, entry: dict[str, Any], index: int | None = None) -> int:
+        """Write one invocation's entry into the manifest's "invocations", with the totals
+        over all of them (`invocation_totals`); returns its index. ``index=None`` appends a
+        new entry, first marking any entry still "running" as "killed": one process writes
+        a run folder at a time (`RunLock`), so such an entry belongs to an invocation that
+        died without finishing (kill -9, power loss) and keeps the wall time of its last
+        update. Atomic: the manifest is read, changed and written under a temporary name
+        that is renamed over it."""
+        manifest = self.read_manifest()
+        invocations = list(manifest.get("invocations") or [])
+        if index is None or not 0 <= index < len(invocations):
+            for old in invocations:
+                if old.get("status") == "running":
+                    old["status"] = "killed"
+            invocations.append(entry)
+            index = len(invocations) - 1
+        else:
+            invocations[index] = entry
+        manifest["invocations"] = invocations
+        manifest.update(invocation_totals(invocations))
+        tmp = self.manifest.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        os.replace(tmp, self.manifest)
+        return index
+
+
+def invocation_totals(invocations: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every invocation of a run took together: "wall_s", "model_calls" (requests
+    sent to the model) and, when they were HTTP requests, "http" (by outcome, as in
+    `evol.backends.openai.attempt_summary`)."""
+    totals: dict[str, Any] = {
+        "wall_s": round(sum(float(i.get("wall_s") or 0) for i in invocations), 3),
+        "model_calls": sum(int(i.get("model_calls") or 0) for i in invocations),
+    }
+    blocks = [i["http"] for i in invocations if isinstance(i.get("http"), dict)]
+    if blocks:
+        totals["http"] = _sum_http(blocks)
+    return totals
+
+
+def _sum_http(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    def add(into: dict[str, Any], part: dict[str, Any]) -> None:
+        for key, value in part.items():
+            if isinstance(value, dict):
+                add(into.setdefault(key, {}), value)
+            elif isinstance(value, (int, float)):
+                into[key] = into.get(key, 0) + value
+
+    out: dict[str, Any] = {}
+    for block in blocks:
+        add(out, block)
+    return out
+
 
 class RunLocked(RuntimeError):
     """Another process holds the run folder."""
@@ -356,6 +409,10 @@ def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_s
             manifest[key] = previous[key]
     if extra:
         manifest.update(extra)
+    if manifest.get("invocations"):
+        # requests actually sent and time spent, by every invocation (killed ones too),
+        # rather than what the records account for
+        manifest.update(invocation_totals(manifest["invocations"]))
     tmp = run.manifest.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     os.replace(tmp, run.manifest)

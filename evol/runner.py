@@ -50,9 +50,10 @@ class RunStats:
     records_rejected: int = 0
     items_evolved: int = 0
     items_kept: int = 0
-    model_calls: int = 0
+    model_calls: int = 0   # calls the model answered (not the cache)
     cached_calls: int = 0
-    tokens_in: int = 0
+    calls_failed: int = 0  # calls that sent requests and failed for good (any fault)
+    tokens_in: int = 0     # of the answers, and of every request of calls that failed
     tokens_out: int = 0
     errors: int = 0
     # transport faults: records left for the next invocation, and why
@@ -60,6 +61,28 @@ class RunStats:
     pending_reasons: Counter = field(default_factory=Counter)
     stop_cause: str | None = None  # set when the run was stopped (RunStopped)
     started: float = field(default_factory=time.monotonic)
+    # the live `stats` dicts of the HTTP backends (one per distinct backend): what was
+    # sent, attempt by attempt (see `http`)
+    sources: list = field(default_factory=list, repr=False)
+    limiter: Any = field(default=None, repr=False)  # the backends' shared Limiter, if any
+
+    @property
+    def http(self) -> dict[str, Any] | None:
+        """HTTP requests by outcome (`evol.backends.openai.attempt_summary`); None without
+        an HTTP backend."""
+        if not self.sources:
+            return None
+        from evol.backends.openai import attempt_summary
+
+        return attempt_summary(*self.sources)
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests sent to the model: HTTP requests (every attempt), or with a local
+        backend the calls it answered."""
+        if self.sources:
+            return sum(st.get("requests_sent", 0) for st in self.sources)
+        return self.model_calls
 
     @property
     def finished(self) -> int:
@@ -108,6 +131,12 @@ class Runner:
         self.images = images
         self.done = done_keys or set()
         self.stats = RunStats()
+        for b in (backend, self.judge_backend):
+            st = getattr(getattr(b, "inner", b), "stats", None)
+            if isinstance(st, dict) and "requests_sent" in st and all(st is not o for o in self.stats.sources):
+                self.stats.sources.append(st)
+            if self.stats.limiter is None:
+                self.stats.limiter = getattr(getattr(b, "inner", b), "limiter", None)
         self.judge = Judge()
         self.sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
         self.judge_sampling = Sampling(cfg.judge_temperature, 1.0, cfg.max_tokens, cfg.seed)
@@ -234,7 +263,24 @@ class Runner:
         self.stats.pending_reasons[reason] += 1
 
     async def _call(self, backend: Backend, request: Request, version: Version) -> Reply:
-        reply = await backend.complete(request)
+        """One call; its request and tokens go to the round's `version` and the run's stats.
+
+        An answered call counts as one request with its answer's tokens, retries or not,
+        so that a record comes out the same however many transport faults its calls met
+        (the manifest counts every request sent, by outcome). A call that failed for good
+        counts every request it sent and every token they cost."""
+        try:
+            reply = await backend.complete(request)
+        except BackendError as exc:
+            if exc.attempts and not exc.accounted:  # callers sharing one call count it once
+                exc.accounted = True
+                version.requests += exc.attempts
+                version.tokens_in += exc.tokens_in
+                version.tokens_out += exc.tokens_out
+                self.stats.calls_failed += 1
+                self.stats.tokens_in += exc.tokens_in
+                self.stats.tokens_out += exc.tokens_out
+            raise
         version.requests += 1
         version.tokens_in += reply.tokens_in
         version.tokens_out += reply.tokens_out

@@ -68,7 +68,8 @@ def test_wrong_key_stops_at_once_and_a_rerun_completes(tmp_path, server_factory)
     ref, ref_keys = _reference(tmp_path, server_factory, seeds, "--rounds", "2")
     srv = server_factory(api_key="the-right-key")
     out = tmp_path / "run"
-    args = evolve_args(seeds, out, srv.url, "--rounds", "2")
+    # the run's own stop (a key revoked mid-run); the preflight's is in test_preflight.py
+    args = evolve_args(seeds, out, srv.url, "--rounds", "2", "--no-preflight")
     res = run_cli(*args)  # conftest sends FAKE_KEY: refused
     assert res.returncode == 3, res.stderr
     errors = _error_lines(res.stderr)
@@ -95,7 +96,8 @@ def test_closed_port_stops_and_a_rerun_elsewhere_completes(tmp_path, server_fact
     ref, ref_keys = _reference(tmp_path, server_factory, seeds, "--rounds", "2")
     out = tmp_path / "run"
     url = f"http://127.0.0.1:{_free_port()}/v1"
-    res = run_cli(*evolve_args(seeds, out, url, "--rounds", "2"))
+    # the run's own stop (a server dying mid-run); the preflight's is in test_preflight.py
+    res = run_cli(*evolve_args(seeds, out, url, "--rounds", "2", "--no-preflight"))
     assert res.returncode == 3, res.stderr
     errors = _error_lines(res.stderr)
     assert len(errors) == 1 and f"cannot connect to {url}" in errors[0], res.stderr
@@ -311,18 +313,20 @@ def test_run_guard_knows_the_input_by_content_not_by_name(tmp_path, server):
     assert res.returncode == 1 and "input changed" in res.stderr, res.stderr
 
 
-def test_credentials_in_the_base_url_are_never_written(tmp_path, server):
+def test_credentials_in_the_base_url_are_refused_and_never_written(tmp_path, server):
     seeds = write_llava_seeds(tmp_path, 2)
     out = tmp_path / "run"
     url = server.url.replace("http://", "http://someone:SECRET-IN-URL@")
     res = run_cli(*evolve_args(seeds, out, url, "--rounds", "1"))
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr
     assert "SECRET-IN-URL" not in res.stderr + res.stdout
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config"]["base_url"].startswith("http://***@")
-    for f in out.rglob("*"):
+    assert "holds credentials" in res.stderr and "http://***@127.0.0.1" in res.stderr
+    assert server.stats()["requests"] == 0
+    for f in tmp_path.rglob("*"):
         if f.is_file():
             assert b"SECRET-IN-URL" not in f.read_bytes(), f
+    res = run_cli("seed", "svit", str(seeds), "--model", "m", "--base-url", url, "--out", str(tmp_path / "s.jsonl"))
+    assert res.returncode == 1 and "holds credentials" in res.stderr and "SECRET-IN-URL" not in res.stderr
 
 
 def test_seed_commands_stop_on_a_dead_server_and_finish_on_a_rerun(tmp_path, server):

@@ -88,11 +88,17 @@ def test_unknown_and_duplicate_ids_are_ignored():
     assert out["r1#0@r2"].score == 4
 
 
-def test_scores_clamped_and_yes_no_accepted():
-    out = parse([verdict("e1", "yes", 15), verdict("e2", "No", -3), verdict("e3", "maybe", 5)])
+def test_yes_no_accepted_and_out_of_range_scores_refused_not_clamped():
+    out = parse([verdict("e1", "yes", 10), verdict("e2", "No", 0), verdict("e3", "maybe", 5)])
     assert out["r1#0@r2"].improved is True and out["r1#0@r2"].score == 10
-    assert out["r1#1@r2"].improved is False and out["r1#1@r2"].score == 0
+    assert out["r1#1@r2"].improved is False and out["r1#1@r2"].score == 0  # 0: not improved
     assert "r1#2@r2" not in out  # "maybe" is not a decision
+    for bad, why in [(verdict("e1", "yes", 15), "verdict e1: score 15 is above the maximum 10"),
+                     (verdict("e1", "No", -3), "verdict e1: score -3 is below the minimum 0"),
+                     (verdict("e1", True, 0), "verdict e1: improved is true with score 0"),
+                     (verdict("e1", False, 4, "  "), "verdict e1: the reason is empty")]:
+        with pytest.raises(ReplyParseError, match=why):
+            parse([bad, verdict("e2"), verdict("e3")])
     out = parse([verdict("e1", 1, 5), verdict("e2", True, "7"), verdict("e3", True, None)])
     assert set(out) == {"r1#1@r2"} and out["r1#1@r2"].score == 7
 

@@ -392,3 +392,181 @@ async def test_defaults_keep_the_old_behaviour_and_cli_flags_parse():
     cfg, _ = _parse(["--retry-after", "2.5"])
     assert (cfg.retry_after, cfg.capacity, cfg.api_key) == (2.5, None, None)
     assert _parse([])[0] == ServerConfig()
+
+
+# ------------------------------------------------------------ latency control (adaptive)
+#
+# Virtual time, as in test_openai_backend.py: limits.time.monotonic and limits.asyncio.sleep
+# are replaced, time moves only when every task sleeps, straight to the next wake-up; the
+# "servers" below sleep on the same clock. Every figure is exact, whatever the machine.
+
+class VirtualTime:
+    def __init__(self, monkeypatch):
+        import heapq
+        import itertools
+        import types
+
+        self._heapq = heapq
+        self.now, self._sleepers, self._seq = 0.0, [], itertools.count()
+        monkeypatch.setattr(limits_mod, "time", types.SimpleNamespace(
+            **{**vars(time), "monotonic": lambda: self.now}))
+        monkeypatch.setattr(limits_mod, "asyncio", types.SimpleNamespace(
+            **{**vars(asyncio), "sleep": self.sleep}))
+
+    async def sleep(self, seconds):
+        wake = asyncio.get_running_loop().create_future()
+        self._heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._seq), wake))
+        await wake
+
+    async def run(self, *coros):
+        everything = asyncio.ensure_future(asyncio.gather(*coros))
+        while True:
+            for _ in range(50):
+                await asyncio.sleep(0)
+            if everything.done():
+                return everything.result()
+            assert self._sleepers, "no task can run and none sleeps"
+            self.now, _, wake = self._heapq.heappop(self._sleepers)
+            wake.set_result(None)
+
+
+class VirtualServer:
+    """Answers after `latency` seconds (a function of the virtual time, or a number);
+    with `capacity`, serves that many at once and queues the rest, first come first served."""
+
+    def __init__(self, clock: VirtualTime, latency, capacity: int | None = None):
+        self.clock, self.capacity = clock, capacity
+        self.latency = latency if callable(latency) else (lambda now: latency)
+        self.gate = asyncio.Semaphore(capacity) if capacity else None
+
+    async def answer(self):
+        if self.gate is None:
+            await self.clock.sleep(self.latency(self.clock.now))
+            return
+        async with self.gate:
+            await self.clock.sleep(self.latency(self.clock.now))
+
+
+async def drive(clock: VirtualTime, limiter: Limiter, server: VirtualServer, calls: int):
+    """`calls` calls at once through the limiter; returns each call's (start, latency) and
+    the window seen at each start."""
+    seen, windows = [], []
+
+    async def call():
+        async with limiter.slot(1):
+            t0 = clock.now
+            windows.append((t0, limiter.window, limiter.in_flight))
+            await server.answer()
+            seen.append((t0, clock.now - t0))
+
+    await clock.run(*(call() for _ in range(calls)))
+    return seen, windows
+
+
+async def test_adaptive_starts_modest_and_fills_the_window_in_one_answer_time(monkeypatch):
+    clock = VirtualTime(monkeypatch)
+    lim = Limiter(64, adaptive=True)
+    assert lim.window == 8 and Limiter(5, adaptive=True).window == 5
+    assert Limiter(64, adaptive=True, initial=20).window == 20 and Limiter(64).window == 64
+    seen, windows = await drive(clock, lim, VirtualServer(clock, 1.0), 400)
+    # 8 calls at t=0; their answers at t=1 double the window each (8 -> 64): from then on
+    # 64 calls are in flight, and nothing ever shrank it
+    assert sorted(t0 for t0, _ in seen)[:9] == [0.0] * 8 + [1.0]
+    full = min(t0 for t0, _, n in windows if n == 64)
+    assert full == 1.0 and lim.window == 64 and lim.base_latency == 1.0
+    assert lim.latency_decreases == 0 and lim.decreases == 0 and lim.probes == 0
+    assert clock.now == 1.0 + (400 - 8 + 63) // 64  # 8, then 64 per second
+
+
+async def test_adaptive_fits_a_server_that_serves_one_at_a_time(monkeypatch):
+    """The goal case of the capacity-one bench in virtual time: 64 allowed, 2 s per answer,
+    one answer at a time. Only a few calls ever wait in the server's queue: no call comes
+    anywhere near a 120 s timeout, where 64 at once would time the last ones out."""
+    clock = VirtualTime(monkeypatch)
+    lim = Limiter(64, adaptive=True)
+    seen, _ = await drive(clock, lim, VirtualServer(clock, 2.0, capacity=1), 200)
+    worst = max(lat for _, lat in seen)
+    assert worst <= 40.0, worst  # at most 20 queued, once, at the start
+    assert max(lat for t0, lat in seen if t0 > 120) <= 16.0  # then a short queue
+    assert lim.latency_decreases >= 1 and lim.window <= 8 and lim.base_latency == 2.0
+    assert clock.now == 400.0  # and the server never idled: 200 answers x 2 s
+    # without latency control every call is let in at once: the last waits 200 x 2 s
+    clock2 = VirtualTime(monkeypatch)
+    seen, _ = await drive(clock2, Limiter(64), VirtualServer(clock2, 2.0, capacity=1), 200)
+    assert max(lat for _, lat in seen) == 128.0
+
+
+async def test_the_base_is_probed_and_never_ratchets_up_with_a_held_queue(monkeypatch):
+    """A long run against the one-at-a-time server: the base is re-measured by probes
+    (the window drops to a quarter for a few calls), so a queue that persisted never
+    becomes the new normal: the queue stays short to the end."""
+    clock = VirtualTime(monkeypatch)
+    lim = Limiter(64, adaptive=True, base_age=30.0)
+    seen, _ = await drive(clock, lim, VirtualServer(clock, 2.0, capacity=1), 600)
+    assert lim.probes >= 5 and lim.base_latency == 2.0
+    late = [lat for t0, lat in seen if t0 > 600]
+    assert late and max(late) <= 16.0 and lim.window <= 8
+
+
+async def test_the_base_rises_when_every_answer_takes_longer(monkeypatch):
+    """The server gets slower for every call alike (longer prompts, no queue): the base
+    follows through a probe, and the window goes back to its maximum instead of
+    shrinking on a latency that is not queueing."""
+    clock = VirtualTime(monkeypatch)
+    lim = Limiter(32, adaptive=True, base_age=10.0)
+    seen, _ = await drive(clock, lim, VirtualServer(clock, lambda now: 1.0 if now < 20 else 3.0), 1500)
+    assert lim.base_latency == 3.0 and lim.probes >= 1
+    assert lim.window == 32
+    assert max(lat for _, lat in seen) == 3.0  # never a queue: the server takes everything
+
+
+async def test_discarded_calls_and_failures_are_no_samples(monkeypatch):
+    clock = VirtualTime(monkeypatch)
+    lim = Limiter(16, adaptive=True)
+
+    async def refused():  # answered at once, without a real answer (a refused dialect)
+        async with lim.slot(1):
+            lim.discard()
+
+    async def failing():
+        async with lim.slot(1):
+            await clock.sleep(0.5)
+            raise RetryableError("HTTP 500", "5xx")
+
+    async def ok():
+        async with lim.slot(1):
+            await clock.sleep(2.0)
+
+    await clock.run(*(refused() for _ in range(8)))
+    outcomes = await clock.run(*(_swallow(failing()) for _ in range(4)))
+    assert outcomes == ["5xx"] * 4
+    assert lim.base_latency is None and lim.window == 8  # nothing sampled, nothing grown
+    await clock.run(*(ok() for _ in range(8)))
+    assert lim.base_latency == 2.0
+
+
+async def _swallow(coro):
+    try:
+        await coro
+    except RetryableError as exc:
+        return exc.kind
+
+
+async def test_a_timeout_or_429_ends_the_fast_start(monkeypatch):
+    clock = VirtualTime(monkeypatch)
+    lim = Limiter(64, adaptive=True)
+    windows = []
+
+    async def call(signal: bool):
+        async with lim.slot(1):
+            windows.append((clock.now, lim.window))
+            await clock.sleep(1.0)
+            if signal:
+                lim.congested()  # what the OpenAI backend does on a timeout or a bare 429
+                raise RetryableError("timed out after 1 s", "timeout")
+
+    await clock.run(_swallow(call(True)), *(call(False) for _ in range(40)))
+    # the first answer is the signal: half a place off, then +1 per answer of the first
+    # eight (no doubling: that would be 64 at once)
+    assert lim.decreases == 1
+    assert max(w for t, w in windows if t == 1.0) == 7.5 + 7

@@ -17,7 +17,7 @@ import evol.prompts as prompts_mod
 from evol.backends.base import Image, Reply, ReplyParseError, Sampling, Text
 from evol.operators import DEFAULT_MIX, OPERATORS, choose_operator, record_rng
 from evol.operators.base import BuildOptions, ParseResult
-from evol.operators.interaction import TASK_FORMS
+from evol.operators.interaction import TASK_FORMS, form_problem, task_form
 from evol.prompts import PromptError, load_prompt, prompt_versions
 from evol.records import Item, Obj, Record, Step
 
@@ -191,19 +191,54 @@ def test_parse_reports_invalid_entries_and_missing_parents():
     rec = make_record()
     data = {"items": [
         {k: v for k, v in entry("q1", "No answer?").items() if k != "answer"},
-        entry("q2", "Fine?", steps=[{"manipulation": "", "description": "just thinking"}, "a bare step"]),
+        entry("q2", "Fine?", steps=[{"manipulation": "", "description": "just thinking"}, "a bare step"],
+              format="Fill-in-the-Blanks"),
         entry("q3", "Bad skills?", skills="grounding"),
     ]}
     result = OPERATORS["interaction"].parse(rec, rec.items, 1, Reply(text="", data=data))
     assert [c.parent for c in result.items] == ["rec7#1"]
     child = result.items[0]
     assert child.steps[0].manipulation is None and child.steps[1].description == "a bare step"
+    assert child.format == "fill in the blank"  # mapped onto the interaction operator's forms
     assert any("rec7#0" in p and "answer" in p for p in result.problems)
     assert any("rec7#2@r1" in p and "skills" in p for p in result.problems)
 
-    data = {"items": [entry("q1", "Only one?")]}
+    data = {"items": [entry("q1", "Only one?", format="multiple choice")]}
     result = OPERATORS["interaction"].parse(rec, rec.items[:2], 1, Reply(text="", data=data))
     assert any("no rewrite for item rec7#1 (q2)" in p for p in result.problems)
+
+
+@pytest.mark.parametrize("written, form", [
+    *((f, f) for f in TASK_FORMS),
+    ("Multiple-Choice", "multiple choice"), ("multiple choice questions", "multiple choice"),
+    ("MCQ", "multiple choice"), ("multiple choise", "multiple choice"),
+    ("true/false", "multiple choice"), ("Yes-No", "multiple choice"), ("yes/no question", "multiple choice"),
+    ("fill_in_the_blanks", "fill in the blank"), ("Text-Image-Matching", "text-image matching"),
+    ("Depth ordering", "depth order"), ("OCR", "text detection"), ("art types", "art type"),
+    ("a region selection task", "region selection"),
+    ("json-string", None), ("short answer", None), ("string", None), ("", None), (None, None),
+])
+def test_task_forms_map_onto_the_seventeen(written, form):
+    assert task_form(written) == form
+
+
+def test_interaction_drops_a_rewrite_whose_form_is_near_none():
+    rec = make_record()
+    op = OPERATORS["interaction"]
+    fmt = op.schema(2)["properties"]["items"]["items"]["properties"]["format"]
+    assert fmt["anyOf"][0]["enum"] == list(TASK_FORMS)  # listed, yet other text fits: mapped or dropped here
+    data = {"items": [entry("q1", "Which box holds the dog?", format="json-string"),
+                      entry("q2", "Is the frisbee red?", format="True/False")]}
+    result = op.parse(rec, rec.items[:2], 1, Reply(text="", data=data))
+    assert [(c.parent, c.format) for c in result.items] == [("rec7#1", "multiple choice")]
+    [problem] = [p for p in result.problems if "rec7#0" in p]
+    assert "'json-string' is not one of the 17 task forms" in problem and all(f in problem for f in TASK_FORMS)
+    assert form_problem("json-string") in problem
+    with pytest.raises(ReplyParseError, match="json-string"):
+        op.parse(rec, rec.items[:1], 1, Reply(text="", data={"items": [entry("q1", "Q?", format="json-string")]}))
+    # the other operators keep their own forms
+    kept = OPERATORS["perceptual"].parse(rec, rec.items[:1], 1, Reply(text="", data={"items": [entry("q1", "Q?")]}))
+    assert kept.items[0].format == "short answer"
 
 
 @pytest.mark.parametrize("data", [None, {"items": []}, {"nope": 1}, ["not", "a", "dict"],

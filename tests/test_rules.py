@@ -8,12 +8,17 @@ from evol.eliminator.rules import (
     RULES,
     boxes_in,
     check_rules,
+    contradicting_turns,
     empty_text,
     foreign_coordinates,
+    markup,
     no_information_gain,
     refusal,
+    repeated_turns,
     scaffold_words,
     source_leak,
+    web_address,
+    written_item_problem,
 )
 from evol.records import Item, Obj, Record, Step
 
@@ -137,3 +142,48 @@ def test_record_without_boxes_allows_no_coordinates():
 def test_boxes_in_parses_four_number_lists_only():
     assert boxes_in("at [0.1, .2, 0.30, 1] and [1, 2] and (3, 4, 5, 6)") == [(0.1, 0.2, 0.3, 1.0), (3.0, 4.0, 5.0, 6.0)]
     assert boxes_in("the years 1990, 2000, 2010 and 2020") == []
+
+
+# ------------------------------------------- checks for items written from annotations
+@pytest.mark.parametrize("answer", [
+    'A brown dog on grass. <img src="https://example.com/dog.jpg">',
+    'See <a href="https://example.com">the park</a> for details.',
+    "A dog on grass ![dog](dog.png)",
+    "A dog<br>on grass.",
+    "A dog &amp; a ball on the grass.",
+])
+def test_markup_is_rejected(answer):
+    item = Item(id="x", question="What is shown?", answer=answer)
+    assert markup(answer) is not None
+    rule, reason = written_item_problem(item, BOXED)
+    assert rule == "markup" and "markup" in reason
+
+
+@pytest.mark.parametrize("answer", [
+    "Read more at https://example.com/buses today.", "Visit www.red-bus-tours.com for tickets.",
+    "An image: data:image/png;base64,AAAA",
+])
+def test_made_up_web_addresses_are_rejected(answer):
+    rule, reason = written_item_problem(Item(id="x", question="What is shown?", answer=answer), BOXED)
+    assert rule == "url" and "web address" in reason
+
+
+def test_plain_text_and_addresses_from_the_notes_pass():
+    for answer in ("A red bus with 3 < 5 windows open > half the side.", "The bus [0.12, 0.3, 0.5, 0.9] (left).",
+                   "The bus <image> waits.", "A www-style sign, not an address."):
+        assert markup(answer) is None and web_address(answer, BOXED) is None, answer
+    sign = Record(id="r", caption="A shop sign reads www.joes-diner.com above the door.")
+    assert web_address("The sign shows www.joes-diner.com.", sign) is None
+    assert web_address("The sign shows www.other-diner.com.", sign) is not None
+
+
+def test_contradicting_turns():
+    turns = [Item(id="a", question="Is the dog running?", answer="Yes."),
+             Item(id="b", question="Where is the dog?", answer="In the park."),
+             Item(id="c", question="is the DOG running", answer="No.")]
+    reason = contradicting_turns(turns)
+    assert "'Is the dog running?' twice (turns 1 and 3)" in reason and "'Yes.' then 'No.'" in reason
+    same = turns[:2] + [Item(id="c", question="Is the dog running", answer="yes")]
+    assert contradicting_turns(same) is None  # the same answer: a repeat, not a contradiction
+    assert repeated_turns(same) == [(2, "turn 3 repeats turn 1 ('Is the dog running') word for word")]
+    assert contradicting_turns(turns[:2]) is None and repeated_turns(turns) == []

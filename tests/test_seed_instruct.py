@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
-from conftest import REPO, read_jsonl, run_cli
+from conftest import FAKE_KEY, REPO, read_jsonl, run_cli
 
+from evol.operators.interaction import TASK_FORMS
+from evol.samples import shipped
 from evol.seeding.commands import default_clusters
 from evol.seeding.embed import TfidfEmbedder, make_embedder, spacy_packages_with_vectors
 from evol.seeding.instruct import Group, Matcher, clean_instruction, instruction_problem, read_bank
@@ -58,6 +63,9 @@ def test_instruct_end_to_end(tmp_path, server_factory):
     assert {it["question"] for it in cat["items"]} <= instructions
     assert len({it["question"] for it in cat["items"]}) == 2
     assert [m["group"] for m in cat["meta"]["matched"]] and cat["objects"][0]["box"]
+    names = {g["id"]: g["name"] for g in groups}
+    assert all(m["name"] == names[m["group"]] for m in cat["meta"]["matched"])
+    assert all(g["form"] in TASK_FORMS for g in groups) and all(it["format"] in TASK_FORMS for it in cat["items"])
     # the planted leak and refusal are rejected with their reasons; those records produce nothing
     assert "coffee-instruct" not in by_id and "rocket-instruct" not in by_id
     rules = {(e["record"], e.get("rule")) for e in rejects}
@@ -83,6 +91,53 @@ def test_instruct_end_to_end(tmp_path, server_factory):
     assert run_cli(*args).returncode == 0
     assert out.read_bytes() == first and srv.stats()["requests"] == calls
     assert json.loads(out.with_name("seeds_instruct.bank.json").read_text()) == bank
+
+
+def test_default_bank_from_another_folder_with_form_markup_and_url_checks(tmp_path, server_factory):
+    """The default --bank is the shipped one wherever evol runs; a group whose task form is near
+    none of the 17 gets no answers (each rejected with the reason); markup and web addresses are caught."""
+    first = read_bank(shipped("instructions.txt"))[0]
+    planted = [
+        (("PLANT-LEAK", ANSWER_MARK), json.dumps({"answer": "A cup of coffee ![cup](https://example.com/c.png)."})),
+        (("PLANT-REFUSE", ANSWER_MARK), json.dumps({"answer": "A rocket waits; more at https://rockets.example.org"})),
+        (("were grouped together", first), json.dumps(
+            {"name": "odd group", "instruction": "Write something short inspired by this photo.", "form": "json-string"})),
+    ]
+    srv = server_factory(scripted=planted)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "OPENAI_API_KEY": FAKE_KEY, "COLUMNS": "200"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "evol.cli", *args], capture_output=True, text=True, env=env,
+                              timeout=120, cwd=elsewhere)
+
+    assert "the shipped instruction bank" in " ".join(cli("seed", "instruct", "--help").stdout.split())
+    res = cli("seed", "instruct", str(_records(tmp_path / "r.jsonl")), "--grow", "0", "--clusters", "3",
+              "--per-image", "3", "--model", "m", "--base-url", srv.url, "--out", "seeds.jsonl", "--timeout", "10")
+    assert res.returncode == 0, res.stderr
+    out = elsewhere / "seeds.jsonl"
+    bank = json.loads(out.with_name("seeds.bank.json").read_text())
+    assert bank["seeds"] == read_bank(BANK) and bank["grown"] == []
+    odd = [g for g in bank["groups"] if first in g["members"]]
+    assert len(odd) == 1 and odd[0]["form"] == "json-string"
+    assert all(g["form"] in TASK_FORMS for g in bank["groups"] if g is not odd[0])
+
+    by_id = {r["id"]: r for r in read_jsonl(out)}
+    rejects = read_jsonl(out.with_name("seeds.rejects.jsonl"))
+    assert set(by_id) == {"cat-instruct"} and len(by_id["cat-instruct"]["items"]) == 2
+    assert all(it["format"] in TASK_FORMS for it in by_id["cat-instruct"]["items"])
+    assert odd[0]["instruction"] not in {it["question"] for it in by_id["cat-instruct"]["items"]}
+    form_rejects = [e for e in rejects if e.get("rule") == "task_form"]
+    assert sorted(e["record"] for e in form_rejects) == ["cat", "coffee", "rocket"]
+    assert all("'json-string' is not one of the 17 task forms" in e["reason"] and all(f in e["reason"] for f in TASK_FORMS)
+               for e in form_rejects)
+    why = {(e["record"], e.get("rule")): e["reason"] for e in rejects}
+    assert "![cup](https://example.com/c.png)" in why[("coffee", "markup")]
+    assert "https://rockets.example.org" in why[("rocket", "url")]
+    manifest = json.loads(out.with_name("seeds.manifest.json").read_text())
+    assert manifest["model_calls"] == 3 + 3 * 2  # the summaries, then no call for the odd group's answers
+    assert srv.stats()["scripted"] == 1 + 2 + 2  # the odd summary; coffee's and rocket's two answers each
 
 
 def test_instruction_checks():

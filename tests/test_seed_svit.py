@@ -9,6 +9,7 @@ from conftest import SEEDS, read_jsonl, run_cli
 
 from evol.eliminator.rules import written_item_problem
 from evol.records import Item, Obj, Record
+from evol.seeding.llm import derived_rng
 from evol.seeding.sources import graph_record, notes
 from evol.seeding.svit import TASKS, description_requests, plan
 
@@ -29,6 +30,8 @@ def _records(path):
          "det": [{"label": "rocket", "box": [0.4, 0.1, 0.6, 0.9]}]},
         {"id": "cat", "image": "chelsea.jpg", "caption": "A tabby cat lies on a rug.",
          "det": [{"label": "cat", "box": [0.1, 0.2, 0.8, 0.9]}]},
+        {"id": "park", "image": "astronaut.jpg", "caption": "A dog runs across a park, PLANT-P.",
+         "det": [{"label": "dog", "box": [0.2, 0.3, 0.6, 0.8]}]},
     ]
     with open(path, "w") as f:
         for r in recs:
@@ -44,6 +47,8 @@ def _planted():
          "objects": ["cup", "saucer"], "skills": ["referencing"]},
         {"question": "Is the cup full?", "answer": "According to the caption, the cup holds coffee.",
          "objects": ["cup"], "skills": ["existence"]},
+        {"question": "what is on the SAUCER", "answer": "A cup of coffee sits on the saucer",  # a repeat
+         "objects": ["cup", "saucer"], "skills": ["referencing"]},
     ]}
     reasoning = {"items": [
         {"question": "Why is the rocket on the pad?", "answer": "I'm sorry, but I cannot determine that.",
@@ -62,12 +67,35 @@ def _planted():
         {"question": "Where is the saucer?", "answer": "Its bounding box is near the bottom.",
          "objects": ["saucer"], "skills": []},
     ]}
+    # seen in a real run: the same question twice, answered "yes" then "no"; an <img> tag with a URL
+    contradiction = {"turns": [
+        {"question": "Is the dog running?", "answer": "Yes.", "objects": ["dog"], "skills": ["existence"]},
+        {"question": "Where is the dog?", "answer": "On the grass of the park.", "objects": ["dog"], "skills": []},
+        {"question": "is the dog  running", "answer": "No.", "objects": ["dog"], "skills": ["existence"]},
+    ]}
+    markup = {"description": 'A brown dog runs across a park. <img src="https://example.com/dog.jpg"> '
+                             "The grass is short and green."}
+    url = {"items": [
+        {"question": "Why is the dog running?", "answer": "It is chasing a ball; see www.dogs-at-play.com for more.",
+         "steps": ["The dog runs.", "Dogs chase balls."], "objects": ["dog"], "skills": []},
+    ]}
     return [
         (("PLANT-K", MARK["conversation"]), json.dumps(turns)),
         (("PLANT-S", MARK["reasoning"]), json.dumps(reasoning)),
         (("PLANT-K", MARK["description"]), json.dumps(description)),
         (("PLANT-K", MARK["referring"]), json.dumps(referring)),
+        (("PLANT-P", MARK["conversation"]), json.dumps(contradiction)),
+        (("PLANT-P", MARK["description"]), json.dumps(markup)),
+        (("PLANT-P", MARK["reasoning"]), json.dumps(url)),
     ]
+
+
+def _fitting_seed() -> int:
+    """A run seed whose drawn item counts fit the planted replies (a reply with more items
+    than its schema allows is asked again, then fails): street reasoning 2, kitchen referring 3."""
+    def n(task, rid, seed):
+        return plan(task, Record(id=rid), derived_rng(seed, "svit", rid, task)).vars["n"]
+    return next(s for s in range(1000) if n("reasoning", "street", s) == 2 and n("referring", "kitchen", s) >= 3)
 
 
 def test_svit_end_to_end_filters_planted_replies_and_resumes(tmp_path, server_factory):
@@ -75,7 +103,7 @@ def test_svit_end_to_end_filters_planted_replies_and_resumes(tmp_path, server_fa
     inp = _records(tmp_path / "records.jsonl")
     out = tmp_path / "seeds_svit.jsonl"
     args = ["seed", "svit", str(inp), "--tasks", ",".join(TASKS), "--model", "m", "--base-url", srv.url,
-            "--out", str(out), "--concurrency", "4", "--timeout", "10"]
+            "--out", str(out), "--concurrency", "4", "--timeout", "10", "--seed", str(_fitting_seed())]
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr
     records = read_jsonl(out)
@@ -96,7 +124,7 @@ def test_svit_end_to_end_filters_planted_replies_and_resumes(tmp_path, server_fa
 
     conv = by_id["kitchen-conversation"]["items"]
     assert [it["question"] for it in conv] == ["What is on the saucer?"]
-    assert "source_leak" in rule_for("kitchen", "svit/conversation")
+    assert {"source_leak", "repeated_turn"} <= rule_for("kitchen", "svit/conversation")
     assert [it["question"] for it in by_id["street-reasoning"]["items"]] == [
         "What is likely to happen next to the rocket?"]
     assert len(by_id["street-reasoning"]["items"][0]["steps"]) == 2
@@ -108,17 +136,23 @@ def test_svit_end_to_end_filters_planted_replies_and_resumes(tmp_path, server_fa
     assert {"coordinates", "source_leak"} <= rule_for("kitchen", "svit/referring")
     # the test server's filler text names no box: referring items citing none are dropped
     assert "no_box" in rule_for("cat", "svit/referring")
+    # contradicting turns drop the whole conversation; markup and made-up web addresses are caught
+    assert "park-conversation" not in by_id and "park-description" not in by_id and "park-reasoning" not in by_id
+    why = {e.get("rule"): e["reason"] for e in rejects if e["record"] == "park"}
+    assert "'Is the dog running?' twice" in why["contradiction"] and "'Yes.' then 'No.'" in why["contradiction"]
+    assert "markup" in why and "<img src=" in why["markup"]
+    assert "url" in why and "www.dogs-at-play.com" in why["url"]
     text = out.read_text()
-    for bad in ("According to the caption", "I'm sorry", "Please provide", "bounding box is"):
+    for bad in ("According to the caption", "I'm sorry", "Please provide", "bounding box is", "<img", "www."):
         assert bad not in text
 
     # bad input is named and the run went on
     reasons = [e["reason"] for e in rejects if e["stage"] == "read"]
-    assert any("line 4 is not valid JSON" in r for r in reasons)
+    assert any("line 5 is not valid JSON" in r for r in reasons)
     assert any(e.get("rule") == "no_notes" and e["record"] == "bare" for e in rejects)
-    assert srv.stats()["scripted"] == 4
+    assert srv.stats()["scripted"] == 7
     manifest = json.loads(out.with_name("seeds_svit.manifest.json").read_text())
-    assert manifest["model_calls"] == 12 and manifest["cached_calls"] == 0
+    assert manifest["model_calls"] == 16 and manifest["cached_calls"] == 0
     print(f"\nsvit: {len(records)} records, {len(rejects)} rejects; by rule: {manifest['rejects_by_reason']}")
 
     # a rerun repeats no call and writes the same file
@@ -126,7 +160,7 @@ def test_svit_end_to_end_filters_planted_replies_and_resumes(tmp_path, server_fa
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr
     assert out.read_bytes() == first and srv.stats()["requests"] == calls
-    assert json.loads(out.with_name("seeds_svit.manifest.json").read_text())["cached_calls"] == 12
+    assert json.loads(out.with_name("seeds_svit.manifest.json").read_text())["cached_calls"] == 16
 
 
 def test_svit_from_scene_graphs_and_evolvable(tmp_path, server):

@@ -92,8 +92,11 @@ def _output(text: str, finish: str = "stop") -> SimpleNamespace:
 def test_replies_are_parsed_and_a_cut_answer_says_so():
     reply = reply_from_output(make_request(Text("hi")), _output('{"answer": "two cups"}'))
     assert reply.data == {"answer": "two cups"} and (reply.tokens_in, reply.tokens_out) == (17, 9)
-    with pytest.raises(ReplyParseError, match=r"rec1/r1/perceptual: no usable JSON \(cut off at max_tokens\)"):
+    with pytest.raises(ReplyParseError, match=r"rec1/r1/perceptual: reply cut off at --max-tokens 300 "
+                                              r"\(finish_reason length\)"):
         reply_from_output(make_request(Text("hi")), _output('{"answer": "two', "length"))
+    with pytest.raises(ReplyParseError, match=r"--max-tokens 64 \(finish_reason length\)"):
+        reply_from_output(make_request(Text("hi")), _output('{"answer": "two', "length"), 64)
 
 
 def test_vllm_engine_answers_in_schema_with_images(request):

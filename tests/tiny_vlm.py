@@ -68,3 +68,20 @@ def build_tiny_llava(folder: Path) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def build_tiny_llava_for_serving(folder: Path, context: int = 16384) -> Path:
+    """The tiny LLaVA with room for evol's real prompts, to run behind a real server.
+
+    Its 400-token vocabulary spells evol's operator and judge prompts out in about 4000
+    tokens, past the 2048 positions of `build_tiny_llava`, which a server such as
+    `transformers serve` enforces (HTTP 400). Rotary positions go on past that, so only
+    the config's limit changes.
+    """
+    from transformers import LlavaConfig
+
+    build_tiny_llava(folder)
+    config = LlavaConfig.from_pretrained(folder)
+    config.text_config.max_position_embeddings = context
+    config.save_pretrained(folder)
+    return folder

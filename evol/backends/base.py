@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 
 class BackendError(RuntimeError):
@@ -22,7 +22,17 @@ class BackendError(RuntimeError):
     `TransportError` means no answer came at all: never final, the record stays pending.
     A `RunStopped` means no call can succeed (bad key, dead server, full disk): the run
     stops and a rerun finishes it.
+
+    What the call cost before it failed, for accounting (set by the backend that raised
+    it; 0 where nothing was sent): `attempts` (requests sent), `tokens_in`, `tokens_out`
+    (as the server counted them, over every attempt). `accounted` is set once a record's
+    round has taken them over, so that callers sharing one failed call count it once.
     """
+
+    attempts: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    accounted: bool = False
 
 
 class ReplyParseError(BackendError):
@@ -87,6 +97,13 @@ class Request:
 
     `template` names the prompt file and its version; it is part of the cache key so a
     changed prompt never reuses old answers. `tag` (e.g. "rec42/r2/judge") is not.
+
+    `validate`, when set, is shown the parsed JSON of an answer (None when no schema was
+    asked for) and returns a readable reason when that answer is unusable, else None. A
+    backend treats such an answer like one that does not parse: the OpenAI backend asks
+    again with another seed, a local backend fails that request. It is not part of the
+    cache key (`evol.cache.request_key` lists what is), nor of equality or the hash: it
+    decides which answers are kept, not what is asked.
     """
 
     messages: tuple[Message, ...]
@@ -95,6 +112,7 @@ class Request:
     sampling: Sampling = field(default_factory=Sampling)
     template: str = ""
     tag: str = ""
+    validate: Callable[[Any], str | None] | None = field(default=None, compare=False, hash=False)
 
     def images(self) -> list[str]:
         return [p.ref for m in self.messages for p in m.parts if isinstance(p, Image)]

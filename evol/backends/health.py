@@ -7,7 +7,11 @@ the outcome of every HTTP attempt and trips when
 
 - the server refuses the credentials (401/403) or the address is wrong (404): at once;
 - `max_streak` attempts in a row failed by transport (connection refused, timeout, 5xx,
-  429) with no success between them, or such a streak has lasted `max_seconds`.
+  429) with no success between them, or such a streak has lasted `max_seconds`;
+- `max_streak` requests in a row were refused (another 4xx, e.g. every prompt longer than
+  the model's context) with no success between them: each of those is a model fault of its
+  record (rerun with --retry-failed once the cause is fixed), but going on would fail every
+  record the same way.
 
 Once tripped it stays tripped: `check()` raises `RunStopped` with the cause, so no new
 call goes out, the runner writes what is finished and exits non-zero, and a rerun (with
@@ -28,6 +32,7 @@ class Breaker:
         self.max_streak, self.max_seconds, self.clock = max_streak, max_seconds, clock
         self.streak = 0
         self.streak_started: float | None = None
+        self.refusals = 0
         self.last_failure = ""
         self.cause: str | None = None
 
@@ -41,7 +46,13 @@ class Breaker:
             raise RunStopped(self.cause)
 
     def success(self) -> None:
-        self.streak, self.streak_started = 0, None
+        self.streak, self.streak_started, self.refusals = 0, None, 0
+
+    def refused(self, cause: str) -> None:
+        """One request refused (a 4xx other than auth, 404, 408, 429)."""
+        self.refusals += 1
+        if self.cause is None and self.refusals >= self.max_streak:
+            self.cause = f"{cause} ({self.refusals} requests in a row were refused)"
 
     def failure(self, cause: str) -> None:
         """One attempt failed by transport; `cause` says how, for the stop line."""

@@ -45,6 +45,7 @@ from evol.backends.base import BackendError, Image, Reply, ReplyParseError, Requ
 from evol.backends.batching import BatchingBackend, Job
 from evol.backends.jsonfix import extract_json
 from evol.backends.local import EMBEDDED_NAME, ModelSource, bounded_schema, embedded_model
+from evol.backends.schemacheck import schema_problem
 from evol.images import ImageError, ImageStore, is_url
 
 #: (max string length, max list length) for the embedded default; see `load_hf_backend`.
@@ -285,7 +286,7 @@ class HFEngine:
                           finish_reason="stop" if stopped else "length")
             self.stats.tokens_in += reply.tokens_in
             self.stats.tokens_out += reply.tokens_out
-            replies.append(self._with_data(req, reply, controller.broken[i]))
+            replies.append(self._with_data(req, reply, controller.broken[i], row.max_new_tokens))
         self.stats.requests += len(requests)
         self.stats.batches += 1
         self.stats.generate_s += elapsed
@@ -302,22 +303,33 @@ class HFEngine:
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids)
 
     @staticmethod
-    def _with_data(request: Request, reply: Reply, broken: str | None) -> Reply | BackendError:
-        if request.schema is None:
-            return reply
+    def _with_data(request: Request, reply: Reply, broken: str | None,
+                   limit: int | None = None) -> Reply | BackendError:
+        """The reply with its parsed JSON, or the `ReplyParseError` that fails this request
+        alone: no JSON, cut off at the token limit `limit`, outside the schema's values, or
+        refused by the request's `validate` (a local backend does not ask again)."""
         tag = request.tag or "request"
-        if broken:
-            return ReplyParseError(f"{tag}: constrained decoding broke off ({broken})")
-        try:
-            reply.data = json.loads(reply.text, strict=False)  # the usual case: the schema's JSON
-        except ValueError:
-            if reply.finish_reason == "length":  # a part of it would parse, but it is not the answer
-                return ReplyParseError(f"{tag}: the JSON answer was cut off at the token limit "
-                                       f"({reply.tokens_out} tokens): {reply.text[:80]!r}...")
+        if request.schema is not None:
+            if broken:
+                return ReplyParseError(f"{tag}: constrained decoding broke off ({broken})")
             try:
-                reply.data = extract_json(reply.text)
-            except ReplyParseError as exc:
-                return ReplyParseError(f"{tag}: no usable JSON: {exc}")
+                reply.data = json.loads(reply.text, strict=False)  # the usual case: the schema's JSON
+            except ValueError:
+                if reply.finish_reason == "length":  # a part of it would parse, but it is not the answer
+                    return ReplyParseError(
+                        f"{tag}: reply cut off at --max-tokens {limit or request.sampling.max_tokens} "
+                        f"(finish_reason length): {reply.text[:80]!r}...")
+                try:
+                    reply.data = extract_json(reply.text)
+                except ReplyParseError as exc:
+                    return ReplyParseError(f"{tag}: no usable JSON: {exc}")
+            problem = schema_problem(request.schema, reply.data)
+            if problem:
+                return ReplyParseError(f"{tag}: {problem}")
+        if request.validate is not None:
+            problem = request.validate(reply.data)
+            if problem:
+                return ReplyParseError(f"{tag}: {problem}")
         return reply
 
 

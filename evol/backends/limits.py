@@ -28,8 +28,44 @@ every *new* call waits that long (capped at ``max_cool_down``), as before; witho
 (``cool_down(None)``) the window shrinks (`congested`) instead of stalling every call.
 ``cool_down()`` without an argument still pauses for ``default_cool_down``.
 
+Latency control (``adaptive=True``, what `evol evolve` uses). A server that serves fewer
+calls at once than are sent queues the rest inside itself: nothing fails, every answer
+just takes longer, until the last in the queue pass the call timeout and are sent again.
+So the window also follows latency. It starts modest (``initial``, default
+``min(concurrency, START)``) and samples the latency of every call that got an answer
+(from its admission to the answer). Latency is judged per round trip (as above: a round
+ends when a call that started after it began ends, with at least a few samples) by the
+*median* of its samples, which spread alone (long and short answers) does not move much;
+the *base* is the lowest round median seen recently. While the median of the round so
+far stays under ``GROW`` x base, every answer that came that fast adds a place (the
+window doubles per round trip), and until the first sign of queueing (or a 429 or
+timeout) it doubles the window instead (the start: a queueing server shows at the second
+answer, which comes one service time after the first; a parallel one answers the first
+calls together); under ``CREEP`` x base each answer adds 1/window (+1 per round trip);
+above, the window holds; a round whose median is above ``SHRINK`` x base (calls are
+queueing in the server) shrinks it gently, at most by half, toward the window that would
+bring the median back to ``CREEP`` x base. The window grows only while at least half of
+it is in use. A timeout (see `congested`) shrinks it like a 429.
+
+What the modest start costs: the calls beyond it wait for the first answer, about one
+service time, once per run (bench/throughput.py: 1000 records, concurrency 128, 1 s
+latency, a 17 s run: a few percent; an hour-long run: nothing measurable). What it buys:
+against a server that serves one call at a time the first ``START`` calls queue at most
+``START`` service times (2 s each: 16 s, far from a 120 s timeout), where 64 at once
+would time the last ones out and send them again.
+
+The base ages: a round under ``GROW`` x base confirms it; after ``base_age`` seconds
+without one the base may be stale (longer prompts, a slower server) or the window may
+have crept up with a queue that never drains. A *probe* then tells them apart: the window
+drops to a quarter for a few calls, whose median becomes the base, and goes back. (Simply
+letting the base rise would ratchet: a queue held for a while would become the new
+normal, and the window would grow on top of it.) A call that got no real answer (a refused
+dialect, resent at once) calls `discard` so that its latency is no sample.
+
 For reports: `window` (now), `concurrency` (the maximum), `in_flight`, `waited_s` (bucket
-and cool-down waits) and `decreases` (signals that shrank the window).
+and cool-down waits) and `decreases` (signals that shrank the window), and with latency
+control `base_latency`, `latency_decreases` (rounds that shrank it), `probes` and
+`rounds`.
 
 `retry_policy` is the tenacity policy: exponential backoff with full jitter, retrying
 only `RetryableError`, and re-raising the last error when attempts run out.
@@ -49,7 +85,18 @@ from evol.backends.base import BackendError, ReplyParseError
 
 
 class RetryableError(BackendError):
-    """A failure worth another attempt: 429, 5xx, timeout, connection error, bad reply."""
+    """A failure worth another attempt: 429, 5xx, timeout, connection error, bad reply.
+
+    `kind` names which, for accounting: "429", "5xx" (and 408), "timeout", "connection",
+    or "parse" (an answer that could not be used; the default).
+    """
+
+    kind = "parse"
+
+    def __init__(self, message: str = "", kind: str | None = None):
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
 
 
 class RetryableParseError(RetryableError, ReplyParseError):
@@ -77,10 +124,19 @@ class _Bucket:
         return -self.level / self.rate if self.level < 0 else 0.0
 
 
-# The start number of the slot the running task is inside, so that `congested` can tell a
-# signal of a new round trip (from a call that started after the current one began).
-_CALL: contextvars.ContextVar[int] = contextvars.ContextVar("evol_limiter_call", default=0)
+# The slot the running task is inside, so that `congested` can tell a signal of a new
+# round trip (from a call that started after the current one began) by its start number,
+# and `discard` can find the call whose latency is no sample.
+_CALL: contextvars.ContextVar["_Slot | None"] = contextvars.ContextVar("evol_limiter_call", default=None)
 _DEFAULT = object()  # cool_down() without an argument
+
+# Latency control (see the module docstring).
+START = 8        # the first window, when no `initial` is given
+GROW = 1.5       # round median under GROW x base: +1 place per answer (doubling per round trip)
+CREEP = 2.0      # under CREEP x base: +1/window per answer; above it: hold
+SHRINK = 3.0     # a round median above SHRINK x base shrinks the window
+START_GAIN = 1.0  # until the first sign of queueing, each answer as fast as the base adds
+                  # this share of the window
 
 
 class Limiter:
@@ -88,12 +144,14 @@ class Limiter:
 
     def __init__(self, concurrency: int, rpm: float | None = None, tpm: float | None = None,
                  *, initial: int | None = None, default_cool_down: float = 2.0,
-                 max_cool_down: float = 120.0):
+                 max_cool_down: float = 120.0, adaptive: bool = False, base_age: float = 30.0):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.concurrency = concurrency  # the window's maximum
+        if initial is None:
+            initial = min(concurrency, START) if adaptive else concurrency
         # places for calls in flight: a float that moves by fractions; its whole part counts
-        self.window = float(concurrency if initial is None else min(max(1, initial), concurrency))
+        self.window = float(min(max(1, initial), concurrency))
         self._limit = int(self.window)
         self.default_cool_down = default_cool_down
         self.max_cool_down = max_cool_down
@@ -110,6 +168,20 @@ class Limiter:
         self.in_flight = 0
         self.waited_s = 0.0    # total seconds spent waiting on rate limits and cool-downs
         self.decreases = 0     # congestion signals that shrank the window
+        # latency control
+        self.adaptive = adaptive
+        self.base_age = base_age
+        self.base_latency: float | None = None  # lowest round median seen recently (seconds)
+        self._base_at = 0.0    # when a round last set or confirmed it
+        self._rmark = 0        # value of _started when the current latency round began
+        self._rsamples: list[float] = []  # latencies of the answers of this round
+        self._rover = [0, 0]   # of them: above GROW x and above CREEP x the base
+        self._band = 0         # growth while a round has few samples: 0 +1, 1 +1/window, 2 none
+        self._starting = adaptive  # the start: grow by a share of the window per answer
+        self._probe: list | None = None  # [start mark, window before, samples, median before]
+        self.rounds = 0
+        self.latency_decreases = 0  # rounds whose median shrank the window
+        self.probes = 0
 
     # -- signals ------------------------------------------------------------------------
     def congested(self) -> bool:
@@ -120,7 +192,9 @@ class Limiter:
         from a call that started after that first signal or, outside any slot, once such a
         call has ended. Returns whether the window shrank.
         """
-        call = _CALL.get()  # the number of the slot this task is in; 0 outside any
+        self._starting = False
+        slot = _CALL.get()
+        call = slot.number if slot is not None else 0  # the number of this task's slot
         if (call > self._mark) if call else not self._recovering:  # a new round trip
             self._floor = max(1.0, self.window / 2.0)
             self._mark = self._started
@@ -149,6 +223,92 @@ class Limiter:
     @property
     def cooling_for(self) -> float:
         return max(0.0, self._resume_at - time.monotonic())
+
+    def discard(self) -> None:
+        """The call in this task's slot got no real answer (e.g. a refused request resent at
+        once): with latency control, its latency is no sample and it does not grow the window."""
+        slot = _CALL.get()
+        if slot is not None:
+            slot.t0 = None
+
+    # -- latency control ------------------------------------------------------------------
+    def _answered(self, number: int, latency: float) -> None:
+        """One call got an answer after `latency` seconds: grow, and judge the round."""
+        samples, over = self._rsamples, self._rover
+        samples.append(latency)
+        ref = self.base_latency if self.base_latency is not None else samples[0]
+        if latency > GROW * ref:
+            over[0] += 1
+            if latency > CREEP * ref:
+                over[1] += 1
+        n = len(samples)
+        band = self._band
+        if n >= 3:  # the median of the round so far is above a bound when most samples are
+            band = 2 if 2 * over[1] > n else 1 if 2 * over[0] > n else 0
+        if band:
+            self._starting = False  # the first sign of queueing ends the start
+        probe = self._probe
+        if probe is None:
+            # grow only while at least half of the window is in use
+            if band < 2 and self.window < self.concurrency and 2 * (self.in_flight + 1) >= self._limit:
+                if band == 1:
+                    step = 1.0 / self.window
+                elif latency < GROW * ref:  # this answer came as fast as the base
+                    step = self.window * START_GAIN if self._starting else 1.0
+                else:
+                    step = 0.0
+                self.window = min(float(self.concurrency), self.window + step)
+                self._limit = int(self.window)
+        elif number > probe[0]:
+            probe[2].append(latency)
+            if len(probe[2]) >= min(4, max(1, self._limit)):
+                self._end_probe()
+                return
+        if number > self._rmark and n >= min(8 if self.base_latency is None else 4, max(1, self._limit // 2)):
+            self._end_round()
+
+    def _end_round(self) -> None:
+        now = time.monotonic()
+        median = _median(self._rsamples)
+        base = self.base_latency
+        if base is None or median < base:
+            self.base_latency = base = median
+            self._base_at = now
+        elif median < GROW * base:
+            self._base_at = now
+        ratio = median / base if base > 0 else 1.0
+        self._band = 0 if ratio < GROW else 1 if ratio < CREEP else 2
+        if ratio > SHRINK and self._probe is None and self.window > 1:
+            # toward the window that would bring the median to CREEP x base (the server's
+            # throughput stays; the queue shrinks), half way, and at most by half
+            self.window = max(1.0, self.window * max(0.5, (1.0 + CREEP / ratio) / 2.0))
+            self._limit = int(self.window)
+            self.latency_decreases += 1
+        self.rounds += 1
+        self._rmark = self._started
+        self._rsamples, self._rover = [], [0, 0]
+        if self._probe is None and now - self._base_at > self.base_age:
+            self._probe = [self._started, self.window, [], median]
+            self.window = max(1.0, self.window / 4.0)
+            self._limit = int(self.window)
+            self.probes += 1
+
+    def _end_probe(self) -> None:
+        _, window, samples, before = self._probe
+        self._probe = None
+        self.base_latency = base = _median(samples)
+        self._base_at = time.monotonic()
+        # back to the window before the probe, less the queue the probe revealed: the
+        # window that would have brought the median before it to CREEP x the new base
+        if base > 0 and before > CREEP * base:
+            window *= CREEP * base / before
+        self.window = max(self.window, window, 1.0)
+        self._limit = int(self.window)
+        self._band = 0
+        self._rmark = self._started  # a new round, of calls that start now
+        self._rsamples, self._rover = [], [0, 0]
+        if self._queue:
+            self._hand_over()
 
     # -- slots --------------------------------------------------------------------------
     def slot(self, est_tokens: int = 0) -> "_Slot":
@@ -203,7 +363,7 @@ class Limiter:
 class _Slot:
     """One call's place in the window (what `Limiter.slot` returns)."""
 
-    __slots__ = ("limiter", "est_tokens", "number", "token")
+    __slots__ = ("limiter", "est_tokens", "number", "token", "t0")
 
     def __init__(self, limiter: Limiter, est_tokens: int):
         self.limiter, self.est_tokens = limiter, est_tokens
@@ -222,21 +382,32 @@ class _Slot:
             raise
         lim._started += 1
         self.number = lim._started
-        self.token = _CALL.set(self.number)
+        self.token = _CALL.set(self)
         lim.in_flight += 1
+        self.t0 = time.monotonic() if lim.adaptive else None
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
         lim = self.limiter
         _CALL.reset(self.token)
         lim.in_flight -= 1
         lim._held -= 1
-        if exc_type is None and lim.window < lim.concurrency:  # additive increase
-            lim.window = min(float(lim.concurrency), lim.window + 1.0 / lim.window)
-            lim._limit = int(lim.window)
+        if exc_type is None:
+            if lim.adaptive:
+                if self.t0 is not None:
+                    lim._answered(self.number, time.monotonic() - self.t0)
+            elif lim.window < lim.concurrency:  # additive increase
+                lim.window = min(float(lim.concurrency), lim.window + 1.0 / lim.window)
+                lim._limit = int(lim.window)
         if lim._recovering and self.number > lim._mark:
             lim._recovering = False  # a round trip since the first signal
         if lim._queue:
             lim._hand_over()
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
 def retry_policy(max_attempts: int, base: float = 0.5, cap: float = 30.0) -> AsyncRetrying:

@@ -3,16 +3,29 @@
 Images go out as ``image_url`` parts: local references as base64 data URLs made by the
 `ImageStore`, http(s)/data URLs as they are.
 
-Structured output, and the fallback. When a request carries a JSON schema the backend
-first sends it as ``response_format={"type": "json_schema", ...}``, which lets servers
-constrain decoding. Some servers reject that with a 400 (older vLLM builds, llama.cpp
-variants, proxies). The first such 400 (one whose message mentions response_format,
-json_schema or guided decoding) switches this backend to *prompt mode* for the rest of
-the run, with one warning in the log: the schema is then written into the system
-message (see `schema_instruction`) and the reply is dug out of prose or fenced blocks
-by `extract_json`. The rejected call is resent at once and does not count as an attempt.
-``structured="json_schema"`` never falls back; ``structured="prompt"`` starts in prompt
-mode.
+Structured output: four *dialects* say how a request's JSON schema goes to the server.
+
+* ``json_schema``: ``response_format={"type": "json_schema", "json_schema": {...}}``
+  (OpenAI, vLLM, SGLang, recent Ollama): the server constrains decoding.
+* ``json_object``: ``response_format={"type": "json_object", "schema": schema}``, what
+  llama.cpp's server constrains decoding with (it answers json_schema with HTTP 500 "Input
+  should be 'text' or 'json_object'"); a server that honours only plain JSON mode ignores
+  the ``schema`` key, so the schema is written into the system message as well.
+* ``ollama``: the schema as a top-level ``format`` field next to the messages (what
+  Ollama's native API takes), and in the system message as Ollama advises.
+* ``prompt``: no structured-output field; the schema is written into the system message
+  (see `schema_instruction`). Any server, e.g. ``transformers serve``, which ignores
+  ``response_format``.
+
+Whatever the dialect, the reply is dug out of prose or fenced blocks by `extract_json`,
+and what a server may not enforce (ranges, counts) is checked after parsing.
+``structured="auto"`` (the default) starts with json_schema (or the dialect the preflight,
+`evol.backends.preflight`, found to work) and steps down json_schema -> json_object ->
+prompt when the server refuses one: a refusal is an error answer of any status but
+401/403/408/429 (400, 422 and llama.cpp's 500 included) whose body names response_format,
+json_schema, schema, guided decoding or json_object. Each step is one warning in the log;
+the refused call is resent at once and does not count as an attempt. A fixed dialect
+(``structured="json_schema"`` ...) never steps down: a refusal is then an error.
 
 Failures: 429 makes the shared `Limiter` cool down (Retry-After honoured) and retries;
 5xx, timeouts, connection errors and unparseable replies retry with jittered
@@ -23,11 +36,19 @@ pending), an unusable answer a `ReplyParseError` (the round fails). 401/403 (the
 404 (the address or model) stop the run through the shared `Breaker`, which also stops it
 when every call keeps failing by transport. Any other 4xx fails that call at once with the
 status and the server's message. Texts taken from the server are scrubbed of the API key,
-and URLs of their credentials.
+and URLs of their credentials. A timeout shrinks the shared window too (`Limiter.congested`,
+like a 429 without Retry-After): calls were queueing in the server.
+
+Accounting: every request sent counts once in `stats`, under its outcome (ok, retried or
+failed, by kind; see `__init__`) with the tokens the server reported for it;
+`attempt_summary` sums them for the manifest. An error raised after the last attempt
+carries what the call sent and spent (`BackendError.attempts`, `tokens_in`, `tokens_out`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import email.utils
 import logging
 import os
@@ -47,8 +68,13 @@ from evol.redact import redact_url
 log = logging.getLogger(__name__)
 
 TOKENS_PER_IMAGE = 800
-_SCHEMA_WORDS = ("response_format", "json_schema", "guided")
-_STRUCTURED = ("auto", "json_schema", "prompt")
+RETRY_TEMPERATURE = 0.5  # the least temperature of a retry after an unusable answer
+_SCHEMA_WORDS = ("response_format", "json_schema", "schema", "guided", "json_object")
+DIALECTS = ("json_schema", "json_object", "ollama", "prompt")
+STRUCTURED = ("auto", *DIALECTS)
+_STRUCTURED = STRUCTURED
+STEP_DOWN = {"json_schema": "json_object", "json_object": "prompt"}  # what auto tries next
+_NOT_REFUSALS = (401, 403, 408, 429)  # statuses that never mean "this dialect is refused"
 
 
 class OpenAIBackend:
@@ -75,11 +101,35 @@ class OpenAIBackend:
         self.image_options = {"detail": image_detail} if image_detail and image_detail != "auto" else None
         self.structured = structured
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
-        self.fallback = structured == "prompt"
+        # the dialect requests go out in now: auto starts at json_schema and may step down
+        self.dialect = "json_schema" if structured == "auto" else structured
         self._client: openai.AsyncOpenAI | None = None
+        # Every request sent counts under `requests_sent` and once under its outcome: "ok"
+        # (a usable answer), "retried_<kind>" (it failed and the call went on to another
+        # request) or "failed_<kind>" (the call's last request failed), each with
+        # "<outcome>_tokens_in"/"_tokens_out" as the server counted them. Kinds: 429, 5xx
+        # (and 408), timeout, connection, parse (an unusable answer), refused (a
+        # structured-output dialect the server refused: resent at once), 4xx, stopped (the
+        # run stopped), cancelled. `attempt_summary` makes the manifest's block of them.
         self.stats: dict[str, int] = dict(
             requests_sent=0, retries=0, errors_429=0, errors_5xx=0, timeouts=0,
-            connection_errors=0, parse_failures=0, tokens_in=0, tokens_out=0)
+            connection_errors=0, parse_failures=0, tokens_in=0, tokens_out=0,
+            ok=0, ok_tokens_in=0, ok_tokens_out=0)
+
+    # -- accounting -----------------------------------------------------------------
+    def _sending(self) -> None:
+        """A request goes out now (inside its slot)."""
+        self.stats["requests_sent"] += 1
+        box = _ATTEMPT.get()
+        if box is not None:
+            box.sends += 1
+            box.tokens_in = box.tokens_out = 0
+
+    def _outcome(self, key: str, tokens_in: int = 0, tokens_out: int = 0, n: int = 1) -> None:
+        st = self.stats
+        st[key] = st.get(key, 0) + n
+        st[key + "_tokens_in"] = st.get(key + "_tokens_in", 0) + tokens_in
+        st[key + "_tokens_out"] = st.get(key + "_tokens_out", 0) + tokens_out
 
     # -- plumbing -------------------------------------------------------------------
     def _secret(self) -> str:
@@ -134,6 +184,10 @@ class OpenAIBackend:
     @staticmethod
     def _with_instruction(messages: list[dict[str, Any]], schema: dict[str, Any]) -> list[dict[str, Any]]:
         extra = schema_instruction(schema)
+        return OpenAIBackend._with_system_text(messages, extra)
+
+    @staticmethod
+    def _with_system_text(messages: list[dict[str, Any]], extra: str) -> list[dict[str, Any]]:
         messages = list(messages)
         for i, msg in enumerate(messages):
             if msg["role"] == "system":
@@ -145,6 +199,49 @@ class OpenAIBackend:
                 messages[i] = {**msg, "content": content}
                 return messages
         return [{"role": "system", "content": extra}, *messages]
+
+    @property
+    def fallback(self) -> bool:
+        """True once the schema travels in the prompt only (dialect ``prompt``)."""
+        return self.dialect == "prompt"
+
+    def use_dialect(self, dialect: str) -> None:
+        """Send every request from now on in `dialect` (the preflight's finding); under
+        ``structured="auto"`` a refusal may still step it down."""
+        if dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {DIALECTS}, not {dialect!r}")
+        self.dialect = dialect
+
+    def shape(self, messages: list[dict[str, Any]], request: Request, dialect: str | None = None) -> dict[str, Any]:
+        """The body fields that carry the messages and the request's schema in `dialect`
+        (this backend's current one by default)."""
+        schema = request.schema
+        if schema is None:
+            return {"messages": messages}
+        dialect = dialect or self.dialect
+        if dialect == "json_schema":
+            return {"messages": messages, "response_format": {"type": "json_schema", "json_schema": {
+                "name": request.schema_name, "schema": schema, "strict": False}}}
+        body: dict[str, Any] = {"messages": self._with_instruction(messages, schema)}
+        if dialect == "json_object":
+            body["response_format"] = {"type": "json_object", "schema": schema}
+        elif dialect == "ollama":
+            body["format"] = schema
+        return body
+
+    def step_down(self, refused: str, status: int, message: str) -> bool:
+        """After the server refused `refused`: under auto, move to the next dialect (once,
+        however many calls in flight were refused the same way) and say so. False when this
+        backend may not step down (a fixed dialect, or nothing below)."""
+        if self.structured != "auto" or refused not in STEP_DOWN:
+            return False
+        if self.dialect == refused:
+            self.dialect = STEP_DOWN[refused]
+            how = ("the schema as response_format json_object" if self.dialect == "json_object"
+                   else "the schema in the prompt")
+            log.warning("%s refused response_format %s (HTTP %s: %s); sending %s instead for the rest "
+                        "of this run", self.where, refused, status, message, how)
+        return True
 
     # -- the call -----------------------------------------------------------------------
     async def complete(self, request: Request) -> Reply:
@@ -161,6 +258,7 @@ class OpenAIBackend:
         if s.seed is not None:
             params["seed"] = s.seed
         attempts = reseeds = 0
+        cost = _Cost(self)
         self.breaker.check()
         try:
             async for attempt in retry_policy(self.max_attempts, self.backoff_base, self.backoff_cap):
@@ -168,43 +266,48 @@ class OpenAIBackend:
                     attempts += 1
                     if attempts > 1:
                         self.stats["retries"] += 1
+                    cost.begin()
                     try:
-                        return await self._attempt(client, request, messages, params, est)
+                        try:
+                            return cost.answered(await self._attempt(client, request, messages, params, est))
+                        except BaseException as exc:
+                            cost.failed(exc)
+                            raise
                     except RetryableParseError:
                         # the server answered, unusably: the retry gets another sampling seed,
-                        # or a server that honours seeds would answer the same again. (After
-                        # no answer at all the seed stays, so a rerun gets what an
-                        # uninterrupted run would have got.)
+                        # or a server that honours seeds would answer the same again, and at
+                        # least RETRY_TEMPERATURE, since a greedy decode (the judge's 0) repeats
+                        # itself whatever the seed. (After no answer at all nothing changes, so
+                        # a rerun gets what an uninterrupted run would have got.)
                         reseeds += 1
                         if s.seed is not None:
                             params["seed"] = (s.seed + reseeds) % 2**31
+                        params["temperature"] = max(s.temperature, RETRY_TEMPERATURE)
                         raise
         except RetryableParseError as exc:
-            raise ReplyParseError(
-                f"{tag}: no usable JSON after {attempts} attempt(s): {exc}") from None
+            raise cost.close(ReplyParseError(
+                f"{tag}: no usable answer after {attempts} attempt(s): {exc}")) from None
         except RetryableError as exc:
-            raise TransportError(f"{tag}: no answer after {attempts} attempt(s): {exc}") from None
-        except RunStopped:
+            raise cost.close(TransportError(f"{tag}: no answer after {attempts} attempt(s): {exc}")) from None
+        except RunStopped as exc:
+            cost.close(exc)
             raise
         except BackendError as exc:
-            raise BackendError(f"{tag}: {exc}") from None
+            raise cost.close(BackendError(f"{tag}: {exc}")) from None
+        except BaseException:  # cancelled: the request in flight, if any, failed
+            cost.close(None)
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(self, client: openai.AsyncOpenAI, request: Request,
                        messages: list[dict[str, Any]], params: dict[str, Any], est: int) -> Reply:
-        schema = request.schema
         while True:
             kwargs = dict(params)
-            if schema is not None and self.fallback:
-                kwargs["messages"] = self._with_instruction(messages, schema)
-            else:
-                kwargs["messages"] = messages
-                if schema is not None:
-                    kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                        "name": request.schema_name, "schema": schema, "strict": False}}
+            sent = self.dialect if request.schema is not None else None
+            kwargs.update(self.shape(messages, request, sent))
             async with self.limiter.slot(est):
                 self.breaker.check()  # it may have tripped while this call waited
-                self.stats["requests_sent"] += 1
+                self._sending()
                 try:
                     # client.post sends the body as it is: the typed create() walks every
                     # message and schema node through its transform layer, which doubles
@@ -214,24 +317,34 @@ class OpenAIBackend:
                 except openai.APIConnectionError as exc:  # includes APITimeoutError
                     if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
                         self.stats["timeouts"] += 1
+                        self.limiter.congested()  # calls queue in the server: fewer at once
                         self.breaker.failure(f"the server at {self.where} did not answer within {self.timeout:g} s")
-                        raise RetryableError(f"timed out after {self.timeout:g} s") from None
+                        raise RetryableError(f"timed out after {self.timeout:g} s", "timeout") from None
                     self.stats["connection_errors"] += 1
                     cause = self._scrub(_root_cause(exc))
                     self.breaker.failure(f"cannot connect to {self.where}: {cause}")
-                    raise RetryableError(f"cannot connect to {self.where}: {cause}") from None
+                    raise RetryableError(f"cannot connect to {self.where}: {cause}", "connection") from None
                 except openai.APIStatusError as exc:
                     status, message = exc.status_code, self._server_message(exc)
+                    if sent not in (None, "prompt") and schema_refusal(exc):
+                        if self.step_down(sent, status, message):
+                            self.limiter.discard()  # no answer: its latency says nothing
+                            continue  # resend at once in the next dialect; not a failed attempt
+                        if self.structured != "auto":  # a fixed dialect: no call can succeed
+                            self.breaker.stop(f"the server at {self.where} refused the schema sent as "
+                                              f"{sent} (HTTP {status}: {message}): pass --structured auto "
+                                              "to find a way it takes")
+                            self.breaker.check()
                     if status == 429:
                         self.stats["errors_429"] += 1
                         self.limiter.cool_down(_retry_after(exc.response.headers))
                         self.breaker.failure(f"the server at {self.where} kept rate limiting (HTTP 429: {message})")
-                        raise RetryableError(f"rate limited (HTTP 429): {message}") from None
+                        raise RetryableError(f"rate limited (HTTP 429): {message}", "429") from None
                     if status >= 500 or status == 408:
                         if status >= 500:
                             self.stats["errors_5xx"] += 1
                         self.breaker.failure(f"the server at {self.where} failed (HTTP {status}: {message})")
-                        raise RetryableError(f"HTTP {status}: {message}") from None
+                        raise RetryableError(f"HTTP {status}: {message}", "5xx") from None
                     if status in (401, 403):
                         key = (f"the key from {self.api_key_env}" if self._secret()
                                else f"the request without a key ({self.api_key_env} is not set)")
@@ -241,20 +354,13 @@ class OpenAIBackend:
                         self.breaker.stop(f"the server at {self.where} answered HTTP 404 ({message}): "
                                           f"check --base-url and --model {self.model!r}")
                         self.breaker.check()
-                    if (status == 400 and "response_format" in kwargs and self.structured == "auto"
-                            and any(w in message.lower() for w in _SCHEMA_WORDS)):
-                        self._switch_to_prompt_mode(message)
-                        continue  # resend at once in prompt mode; not a failed attempt
+                    # refused for this request alone, as far as we know; but the same refusal of
+                    # every call (a prompt longer than the model's context) stops the run
+                    self.breaker.refused(f"the server at {self.where} refused the request (HTTP {status}: {message})")
                     raise BackendError(f"HTTP {status}: {message}") from None
+        _note_usage(resp)
         self.breaker.success()
         return self._reply(resp, request)
-
-    def _switch_to_prompt_mode(self, message: str) -> None:
-        if not self.fallback:
-            self.fallback = True
-            log.warning(
-                "%s rejected response_format json_schema (HTTP 400: %s); sending the schema "
-                "in the prompt instead for the rest of this run", self.where, message)
 
     def _server_message(self, exc: openai.APIStatusError) -> str:
         body = exc.body
@@ -282,19 +388,163 @@ class OpenAIBackend:
             raise RetryableError("reply without choices")
         choice = choices[0]
         text = (choice.get("message") or {}).get("content") or ""
+        finish = choice.get("finish_reason")
         data = None
+        # What a server may not enforce is checked here: that the answer parses, fits the
+        # schema's values (ranges, enums, counts, required fields, types) and passes the
+        # request's own `validate`. Each failure is a RetryableParseError, so `complete`
+        # asks again with another seed, and what fails for good is never cached.
         if request.schema is not None:
+            from evol.backends.schemacheck import schema_problem
+
+            problem = None
             try:
                 data = extract_json(text)
             except ReplyParseError as exc:
+                problem = str(exc)
+            else:
+                if request.schema.get("type") == "object" and not isinstance(data, dict):
+                    problem = f"expected a JSON object, got {type(data).__name__}: {self._scrub(text, 80)!r}"
+                else:
+                    problem = schema_problem(request.schema, data)
+            if problem is not None:
                 self.stats["parse_failures"] += 1
-                raise RetryableParseError(self._scrub(str(exc))) from None
-            if request.schema.get("type") == "object" and not isinstance(data, dict):
+                if finish == "length":  # the answer was never finished: whatever is left of it misleads
+                    problem = f"reply cut off at --max-tokens {request.sampling.max_tokens} (finish_reason length)"
+                raise RetryableParseError(self._scrub(problem))
+        if request.validate is not None:
+            problem = request.validate(data)
+            if problem:
                 self.stats["parse_failures"] += 1
-                raise RetryableParseError(
-                    f"expected a JSON object, got {type(data).__name__}: {self._scrub(text, 80)!r}")
+                raise RetryableParseError(self._scrub(str(problem)))
         return Reply(text=text, data=data, tokens_in=tokens_in, tokens_out=tokens_out,
-                     finish_reason=choice.get("finish_reason"))
+                     finish_reason=finish)
+
+
+def schema_refusal(exc: openai.APIStatusError) -> bool:
+    """An error answer that refuses the structured-output field: any status but
+    401/403/408/429 whose body (read whole, not the shortened message) names it."""
+    if exc.status_code in _NOT_REFUSALS:
+        return False
+    text = f"{exc.body if exc.body is not None else ''} {exc.message or ''}".lower()
+    return any(w in text for w in _SCHEMA_WORDS)
+
+
+# The `_Box` of the attempt the running task is making (set by `_Cost.begin`), so that
+# `_sending` and `_note_usage`, deep inside `_attempt`, can say what it sent and got.
+_ATTEMPT: contextvars.ContextVar["_Box | None"] = contextvars.ContextVar("evol_openai_attempt", default=None)
+
+
+class _Box:
+    """One attempt: requests sent (more than one when a refused dialect was resent) and
+    the tokens of the last answer."""
+
+    __slots__ = ("sends", "tokens_in", "tokens_out")
+
+    def __init__(self) -> None:
+        self.sends = self.tokens_in = self.tokens_out = 0
+
+
+def _note_usage(resp: Any) -> None:
+    box = _ATTEMPT.get()
+    if box is not None and isinstance(resp, dict):
+        usage = resp.get("usage")
+        if isinstance(usage, dict):
+            try:
+                box.tokens_in = int(usage.get("prompt_tokens") or 0)
+                box.tokens_out = int(usage.get("completion_tokens") or 0)
+            except (TypeError, ValueError):
+                pass
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, RetryableError):
+        return exc.kind
+    if isinstance(exc, RunStopped):
+        return "stopped"
+    if isinstance(exc, BackendError):
+        return "4xx"
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+
+
+class _Cost:
+    """What one `complete` call sent and spent, attempt by attempt: counts each request
+    under its outcome in the backend's stats, and tells the reply or error what it took.
+
+    A failed attempt is "retried" once the next attempt sends, "failed" when the call ends
+    without another request."""
+
+    __slots__ = ("backend", "box", "sends", "tokens_in", "tokens_out", "pending")
+
+    def __init__(self, backend: "OpenAIBackend"):
+        self.backend, self.box = backend, _Box()
+        self.sends = self.tokens_in = self.tokens_out = 0
+        self.pending: tuple[str, int, int] | None = None  # the last failed request, unclassed
+
+    def begin(self) -> None:
+        self.box = _Box()
+        _ATTEMPT.set(self.box)
+
+    def _sent(self) -> None:
+        """This attempt sent: what failed before it was retried."""
+        box, backend = self.box, self.backend
+        if self.pending is not None:
+            backend._outcome("retried_" + self.pending[0], *self.pending[1:])
+            self.pending = None
+        if box.sends > 1:  # refused dialects, resent at once
+            backend._outcome("retried_refused", n=box.sends - 1)
+        self.sends += box.sends
+        self.tokens_in += box.tokens_in
+        self.tokens_out += box.tokens_out
+
+    def answered(self, reply: Reply) -> Reply:
+        box = self.box
+        self._sent()
+        self.backend._outcome("ok", box.tokens_in, box.tokens_out)
+        return reply
+
+    def failed(self, exc: BaseException) -> None:
+        box = self.box
+        if box.sends:
+            self._sent()
+            self.pending = (_kind(exc), box.tokens_in, box.tokens_out)
+
+    def close(self, exc: BackendError | None) -> BackendError | None:
+        if self.pending is not None:
+            self.backend._outcome("failed_" + self.pending[0], *self.pending[1:])
+            self.pending = None
+        if exc is not None:
+            exc.attempts, exc.tokens_in, exc.tokens_out = self.sends, self.tokens_in, self.tokens_out
+        return exc
+
+
+KINDS = ("429", "5xx", "timeout", "connection", "parse", "refused", "4xx", "stopped", "cancelled", "error")
+
+
+def attempt_summary(*stats: dict[str, int]) -> dict[str, Any] | None:
+    """The requests that `OpenAIBackend.stats` dicts counted, by outcome, for the manifest:
+    ``{"requests", "tokens_in", "tokens_out", "ok": {...}, "retried": {kind: {...}},
+    "failed": {kind: {...}}}`` where each {...} is ``{"requests", "tokens_in",
+    "tokens_out"}`` (kinds with none are left out). None when no dict has such counts."""
+    stats = tuple(st for st in stats if st and "ok" in st and "requests_sent" in st)
+    if not stats:
+        return None
+
+    def part(key: str) -> dict[str, int]:
+        return {"requests": sum(st.get(key, 0) for st in stats),
+                "tokens_in": sum(st.get(key + "_tokens_in", 0) for st in stats),
+                "tokens_out": sum(st.get(key + "_tokens_out", 0) for st in stats)}
+
+    out: dict[str, Any] = {"requests": sum(st["requests_sent"] for st in stats),
+                           "tokens_in": sum(st.get("tokens_in", 0) for st in stats),
+                           "tokens_out": sum(st.get("tokens_out", 0) for st in stats),
+                           "ok": part("ok")}
+    for outcome in ("retried", "failed"):
+        keys = sorted({k[len(outcome) + 1:] for st in stats for k in st
+                       if k.startswith(outcome + "_") and not k.endswith(("_tokens_in", "_tokens_out"))},
+                      key=lambda k: (KINDS.index(k) if k in KINDS else len(KINDS), k))
+        out[outcome] = {k: part(f"{outcome}_{k}") for k in keys if any(st.get(f"{outcome}_{k}") for st in stats)}
+    return out
 
 
 def _http_limits(**kw: int):

@@ -23,6 +23,7 @@ from typing import Any
 from evol.backends.base import BackendError, Image, Reply, ReplyParseError, Request, Text
 from evol.backends.batching import BatchingBackend, Job
 from evol.backends.jsonfix import extract_json
+from evol.backends.schemacheck import schema_problem
 from evol.images import ImageError, ImageStore
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,30 @@ def sampling_params(spec: dict[str, Any], sp: ModuleType) -> Any:
     return sp.SamplingParams(**kwargs)
 
 
-def reply_from_output(request: Request, output: Any) -> Reply:
-    """A `Reply` from one ``RequestOutput``; `ReplyParseError` when the schema was not met."""
+def reply_from_output(request: Request, output: Any, max_tokens: int | None = None) -> Reply:
+    """A `Reply` from one ``RequestOutput``; `ReplyParseError` when the schema was not met
+    (its values included: not every structured-output backend enforces ranges or counts)
+    or the request's `validate` refuses it. `max_tokens` is the token limit the engine was
+    given (the request's own when None), named when the answer was cut off there."""
     done = output.outputs[0]
+    tag = request.tag or "request"
     reply = Reply(text=done.text, tokens_in=len(output.prompt_token_ids or ()),
                   tokens_out=len(done.token_ids or ()), finish_reason=done.finish_reason)
     if request.schema is not None:
         try:
             reply.data = extract_json(reply.text)
+            problem = schema_problem(request.schema, reply.data)
         except ReplyParseError as exc:
-            cut = " (cut off at max_tokens)" if reply.finish_reason == "length" else ""
-            raise ReplyParseError(f"{request.tag or 'request'}: no usable JSON{cut}: {exc}") from None
+            problem = f"no usable JSON: {exc}"
+        if problem:
+            if reply.finish_reason == "length":
+                limit = max_tokens or request.sampling.max_tokens
+                problem = f"reply cut off at --max-tokens {limit} (finish_reason length)"
+            raise ReplyParseError(f"{tag}: {problem}")
+    if request.validate is not None:
+        problem = request.validate(reply.data)
+        if problem:
+            raise ReplyParseError(f"{tag}: {problem}")
     return reply
 
 
@@ -137,7 +151,8 @@ class VLLMBackend(BatchingBackend):
                     results[i] = BackendError(f"{requests[i].tag or 'request'}: {out}")
                     continue
                 try:
-                    results[i] = reply_from_output(requests[i], out)
+                    limit = sampling_spec(requests[i], self.max_tokens)["max_tokens"]
+                    results[i] = reply_from_output(requests[i], out, limit)
                 except BackendError as exc:
                     results[i] = exc
         self.stats["requests"] += len(requests)

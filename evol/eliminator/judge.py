@@ -4,6 +4,11 @@ Each pair is shown under the child's short id "e1".."en" and every verdict is ma
 by that id, never by position: a missing, unknown or repeated verdict affects only itself.
 The judge sees the picture (unless told not to), the caption and the object list, and the
 parent is the previous round's version of the item, not the seed.
+
+A verdict is never taken at face value (`verdict_problem`): a score outside 0-10, "improved"
+with a score under 1 (the prompt keeps 0 for rewrites that are not improved) or an empty
+reason makes the whole reply unusable. The request's `validate` (`check_verdicts`) has the
+backend ask again; a reply that stays so is a judge failure, never clamped into range.
 """
 
 from __future__ import annotations
@@ -75,15 +80,17 @@ class Judge:
             sampling=sampling,
             template=prompt.id,
             tag=f"{record.id}/r{round}/judge",
+            validate=check_verdicts,
         )
 
     def parse(self, reply: Reply, pairs: list[tuple[Item, Item]]) -> dict[str, Verdict]:
         """Verdicts keyed by the child's real item id.
 
-        Unknown, repeated (after the first) or malformed verdicts are ignored; a child
-        with no usable verdict is simply absent from the result. Scores are clamped to
-        0-10. Raises `ReplyParseError` when the reply is not the expected JSON or holds
-        no usable verdict at all.
+        Unknown, repeated (after the first) or unreadable verdicts (no yes/no, no number)
+        are ignored; a child with no usable verdict is simply absent from the result.
+        Raises `ReplyParseError` when the reply is not the expected JSON, holds no usable
+        verdict at all, or holds an invalid one (`verdict_problem`; a reply that reached
+        here without the request's `validate`, e.g. from an older cache).
         """
         entries = reply_entries(reply, "judge", "verdicts")
         child_of = {eid: child.id for eid, (_, child) in zip(short_ids("e", len(pairs)), pairs)}
@@ -97,11 +104,57 @@ class Judge:
             improved, score = _as_bool(entry.get("improved")), _as_score(entry.get("score"))
             if improved is None or score is None:
                 continue
-            reason = entry.get("reason")
-            out[child_id] = Verdict(improved=improved, score=score, reason=str(reason).strip() if reason else "")
+            problem = verdict_problem(entry)
+            if problem:
+                raise ReplyParseError(f"judge gave an invalid verdict: {problem}")
+            out[child_id] = Verdict(improved=improved, score=score, reason=str(entry["reason"]).strip())
         if not out:
             raise ReplyParseError(f"judge reply has no usable verdict for {', '.join(child_of)}")
         return out
+
+
+def verdict_problem(entry: Any) -> str | None:
+    """Why one verdict cannot be used, or None. Its id is the judge's ("e2").
+
+    The score must lie in 0-10 (never clamped), an improved rewrite must score at least 1
+    (the prompt gives 0 only to a rewrite that is not improved), and the reason must say
+    something.
+    """
+    if not isinstance(entry, dict):
+        return f"a verdict is {type(entry).__name__}, not an object"
+    eid = entry.get("id")
+    name = f"verdict {eid.strip()}" if isinstance(eid, str) and eid.strip() else "a verdict without an id"
+    raw_improved, raw_score = entry.get("improved"), entry.get("score")
+    improved, score = _as_bool(raw_improved), _as_score(raw_score)
+    if improved is None:
+        return f"{name}: improved {json.dumps(raw_improved, default=str)[:40]} is not true or false"
+    if score is None:
+        return f"{name}: score {json.dumps(raw_score, default=str)[:40]} is not a number"
+    if score < 0:
+        return f"{name}: score {score:g} is below the minimum 0"
+    if score > 10:
+        return f"{name}: score {score:g} is above the maximum 10"
+    if improved and score < 1:
+        return f"{name}: improved is true with score {score:g} (an improved rewrite scores 1-10; 0 means not improved)"
+    reason = entry.get("reason")
+    if not isinstance(reason, str):
+        return f"{name}: gives no reason"
+    if not reason.strip():
+        return f"{name}: the reason is empty"
+    return None
+
+
+def check_verdicts(data: Any) -> str | None:
+    """The judge request's `validate`: why a parsed reply is unusable, or None."""
+    if not isinstance(data, dict) or not isinstance(data.get("verdicts"), list):
+        return "judge reply has no 'verdicts' list"
+    if not data["verdicts"]:
+        return "judge reply has no verdicts"
+    for entry in data["verdicts"]:
+        problem = verdict_problem(entry)
+        if problem:
+            return problem
+    return None
 
 
 def _as_bool(value: Any) -> bool | None:
@@ -123,4 +176,4 @@ def _as_score(value: Any) -> float | None:
             return None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
-    return float(min(10.0, max(0.0, value)))
+    return float(value)  # never clamped: `verdict_problem` refuses a score outside 0-10

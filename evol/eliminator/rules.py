@@ -178,6 +178,90 @@ ASKS_FOR_INPUT = re.compile(
 )
 
 
+# Replies meant as plain text that carry web markup or links: a model copying page text,
+# or inventing pictures and sources (`<img src=...>`, `![](...)`, `<a href=...>`).
+MARKUP = re.compile(
+    r"</?(?:a|img|br|p|div|span|b|i|u|em|strong|h[1-6]|ul|ol|li|table|tr|td|th|iframe|script|style|figure"
+    r"|figcaption|source|video|audio|picture|svg|html|body|head|meta|link|font|center|hr|pre|code"
+    r"|blockquote|sup|sub|small|input|button|form|label|section|article|header|footer|nav)\b[^<>]*>"
+    r"|<[a-z][a-z0-9-]*\s+[a-z-]+\s*=\s*[\"'][^<>]*>"
+    r"|!\[[^\]\n]*\]\([^)\n]*\)"
+    r"|\[[^\]\n]+\]\((?:https?://|www\.|/|#|mailto:)[^)\n]*\)"
+    r"|&(?:nbsp|lt|gt|amp|quot|apos|#\d+|#x[0-9a-f]+);",
+    re.I,
+)
+URL = re.compile(
+    r"\b(?:https?|ftp)://[^\s<>\"'()\[\]]+|\bwww\.[a-z0-9-]+(?:\.[a-z0-9-]+)+[^\s<>\"'()\[\]]*|\bdata:image/[a-z]+",
+    re.I,
+)
+
+
+def markup(text: str) -> str | None:
+    """HTML tags, markdown images or links, or HTML entities in text meant to be plain."""
+    m = MARKUP.search(text)
+    return f"it holds markup instead of plain text: {m.group(0)[:80]!r}" if m else None
+
+
+def _notes_text(record: Record) -> str:
+    """The record's own words: caption, object labels and region notes."""
+    regions = [r if isinstance(r, str) else r.get("text") for r in record.meta.get("regions") or []
+               if isinstance(r, (str, dict))]
+    return "\n".join([record.caption, *(o.label for o in record.objects), *(r for r in regions if isinstance(r, str))])
+
+
+def web_address(text: str, record: Record) -> str | None:
+    """A URL (http(s)://, www., data:image) not found in the record's own notes.
+
+    A web address the notes hold (say, read off a sign) may be repeated; any other was
+    made up or copied from a web page.
+    """
+    given = _notes_text(record).lower()
+    for m in URL.finditer(text):
+        url = m.group(0).rstrip(".,;:!?")
+        if url.lower() not in given:
+            return f"it holds a web address the picture's notes do not: {url[:80]!r}"
+    return None
+
+
+def _quote(text: str, n: int = 60) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= n else text[:n - 3] + "...")
+
+
+def contradicting_turns(items: list[Item], what: str = "conversation", unit: str = "turn") -> str | None:
+    """The same question (ignoring case, punctuation and spacing) asked twice with different
+    answers: the turns contradict each other, so the whole set is unusable."""
+    first: dict[str, tuple[int, Item]] = {}
+    for k, item in enumerate(items):
+        q = _normal(item.question)
+        if not q:
+            continue
+        if q in first:
+            j, earlier = first[q]
+            if _normal(earlier.answer) != _normal(item.answer):
+                return (f"the {what} asks {_quote(earlier.question)} twice ({unit}s {j + 1} and {k + 1}) with "
+                        f"different answers ({_quote(earlier.answer, 40)} then {_quote(item.answer, 40)}): its "
+                        f"{unit}s contradict each other")
+        else:
+            first[q] = (k, item)
+    return None
+
+
+def repeated_turns(items: list[Item], unit: str = "turn") -> list[tuple[int, str]]:
+    """(index, reason) for each turn that repeats an earlier one's question and answer."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for k, item in enumerate(items):
+        key = (_normal(item.question), _normal(item.answer))
+        if not key[0]:
+            continue
+        if key in seen:
+            out.append((k, f"{unit} {k + 1} repeats {unit} {seen[key] + 1} ({_quote(item.question)}) word for word"))
+        else:
+            seen[key] = k
+    return out
+
+
 def mentions_annotations(text: str) -> str | None:
     """Text that names the notes it was written from (caption, boxes, descriptions)."""
     m = ANNOTATION_MENTION.search(text)
@@ -195,7 +279,8 @@ def written_item_problem(item: Item, record: Record, *, boxes_required: bool = F
     """(rule, reason) for the first fault of an item written from annotations, or None.
 
     Reuses the evolution rules that need no parent (empty text, refusal, source leak,
-    coordinates not among the record's boxes), then the annotation checks above. With
+    coordinates not among the record's boxes), then the checks above: markup (HTML tags,
+    markdown images), web addresses the notes do not hold, annotation mentions. With
     `boxes_required` an item that cites no box at all fails too (referring questions).
     With `given_question` the question was not written by the model (a request from a
     pool, an instruction from a bank): only the reply is checked for leaks, and words the
@@ -207,6 +292,12 @@ def written_item_problem(item: Item, record: Record, *, boxes_required: bool = F
         if reason:
             return name, reason
     shown = item.model_copy(update={"question": "-"}) if given_question else item
+    reason = markup(_joined(shown))
+    if reason:
+        return "markup", reason
+    reason = web_address(_joined(shown), record)
+    if reason:
+        return "url", reason
     for name, rule in (("source_leak", source_leak), ("coordinates", foreign_coordinates)):
         reason = rule(shown, blank, record)
         if reason and not _asked_for(reason, item, given_question):

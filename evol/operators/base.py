@@ -172,6 +172,7 @@ class Operator:
             sampling=opts.sampling,
             template=self.template_id,
             tag=f"{record.id}/r{round}/{self.name}",
+            validate=check_items,
         )
 
     def parse(self, record: Record, items: list[Item], round: int, reply: Reply) -> ParseResult:
@@ -215,6 +216,32 @@ class Operator:
             detail = "; ".join(result.problems[:3]) or "the items list was empty"
             raise ReplyParseError(f"{self.name} reply has no usable item: {detail}")
         return result
+
+
+def check_items(data: Any) -> str | None:
+    """An operator request's `validate`: why a parsed reply is unusable, or None.
+
+    Unusable: no non-empty ``items`` list, or an entry that is not an object or has an
+    empty (or missing) question or answer. The backend then asks again instead of the
+    reply being cached; `Operator.parse` still drops such entries one by one, for replies
+    that reach it without this check.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        return "the reply has no 'items' list"
+    if not data["items"]:
+        return "the reply's items list is empty"
+    for k, entry in enumerate(data["items"], 1):
+        if not isinstance(entry, dict):
+            return f"item {k} is {type(entry).__name__}, not an object"
+        sid = entry.get("source_id")
+        name = f"item {k} ({sid.strip()})" if isinstance(sid, str) and sid.strip() else f"item {k}"
+        for field_name in ("question", "answer"):
+            value = entry.get(field_name)
+            if not isinstance(value, str):
+                return f"{name} has no {field_name}"
+            if not value.strip():
+                return f"{name} has an empty {field_name}"
+    return None
 
 
 def reply_entries(reply: Reply, who: str, key: str = "items") -> list[Any]:

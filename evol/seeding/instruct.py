@@ -1,15 +1,20 @@
 """MM-Instruct-style seeds: a bank of broad instructions, matched to pictures and answered.
 
-1. grow: starting from a few seed instructions (`seeds/instructions.txt`), the model is
-   shown a sample of the bank and asked for new, different ones until `--grow` more have
-   been accepted (near-duplicates, refusals and unusable lines are rejected with a reason);
+1. grow: starting from a few seed instructions (by default the shipped `instructions.txt`,
+   see `evol.samples.shipped`), the model is shown a sample of the bank and asked for new,
+   different ones until `--grow` more have been accepted (near-duplicates, refusals and
+   unusable lines are rejected with a reason);
 2. cluster: all instructions are embedded (`evol.seeding.embed`) and grouped with k-means;
-3. summarise: each group becomes one reusable instruction plus a short task name;
+3. summarise: each group becomes one reusable instruction plus a short task name and
+   one of the seventeen task forms (`evol.operators.interaction.TASK_FORMS`; a form
+   written another way is mapped onto them, and answers to a group whose form is near
+   none of them are rejected with the reason);
 4. match: each picture's notes (caption, object labels, region notes) are compared with
    every group (its instruction, name and members) and the most similar `--per-image`
    are kept, ties broken by the record's own random generator;
 5. answer: the model answers each matched instruction grounded on the caption, objects
-   with boxes and region notes, and the answers are checked like SVIT's.
+   with boxes and region notes, and the answers are checked like SVIT's. Each item's
+   `format` is its group's task form; the group's name goes into the record's meta.
 
 All calls go through the request cache, and every random choice comes from a generator
 derived from the run seed, so a rerun reproduces the bank and repeats no call.
@@ -31,6 +36,7 @@ import numpy as np
 from evol.backends.base import Backend, BackendError, Reply, RunStopped, TransportError
 from evol.eliminator.rules import STOP_WORDS, asks_for_input, refusal, written_item_problem
 from evol.io import ReadResult
+from evol.operators.interaction import TASK_FORMS, form_problem, form_schema, task_form
 from evol.prompts import load_prompt
 from evol.records import Item, Record
 from evol.rundir import reject_entry
@@ -57,6 +63,7 @@ class Group:
     instruction: str
     members: list[str] = field(default_factory=list)
     summarised: bool = True  # False: the summary failed and the most central member stands in
+    form: str | None = None  # one of TASK_FORMS, or as written when near none of them (answers rejected)
 
 
 @dataclass
@@ -207,26 +214,31 @@ class BankBuilder:
 
     async def summarise(self, texts: list[str], groups: list[list[int]]) -> list[Group]:
         prompt = load_prompt("instruct_summarise")
-        schema = {"type": "object", "required": ["name", "instruction"],
-                  "properties": {"name": {"type": "string"}, "instruction": {"type": "string"}}}
+        schema = {"type": "object", "required": ["name", "instruction", "form"],
+                  "properties": {"name": {"type": "string"}, "instruction": {"type": "string"},
+                                 "form": form_schema()}}
+        forms = ", ".join(TASK_FORMS)
 
         async def one(gid: int, members: list[int]) -> Group:
             shown = "\n".join(f"- {texts[i]}" for i in members[:MAX_MEMBERS_SHOWN])
-            req = chat(SYSTEM, prompt.render(members=shown), schema=schema, schema_name="group_summary",
+            req = chat(SYSTEM, prompt.render(members=shown, forms=forms), schema=schema, schema_name="group_summary",
                        sampling=self.opts.sampling("summarise", *(texts[i] for i in members[:3])),
                        template=prompt.id, tag=f"instruct/summarise/{gid}")
             reply = await self._call(req)
             data = reply.data if reply is not None and isinstance(reply.data, dict) else None
             name = " ".join(str(data.get("name", "")).split())[:60] if data else ""
             text = clean_instruction(data.get("instruction")) if data else ""
+            written = data.get("form") if data else None
+            written = " ".join(written.split()) if isinstance(written, str) and written.strip() else None
+            form = task_form(written) or written  # as written when near no form: its answers are rejected
             why = "no usable reply" if data is None else (instruction_problem(text, []) if text else "empty instruction")
             all_members = [texts[i] for i in members]
             if why:
                 if data is not None:
                     self._reject("instruct/summarise", f"summarise/{gid}", f"{why}: {text[:80]!r}; "
                                  "the most central member stands in", "instruction")
-                return Group(gid, name or f"group {gid}", all_members[0], all_members, summarised=False)
-            return Group(gid, name or f"group {gid}", text, all_members)
+                return Group(gid, name or f"group {gid}", all_members[0], all_members, summarised=False, form=form)
+            return Group(gid, name or f"group {gid}", text, all_members, form=form)
 
         return list(await asyncio.gather(*(one(g, m) for g, m in enumerate(groups))))
 
@@ -279,7 +291,7 @@ class Answerer:
             if answer is None:
                 rejects.append({**reject_entry(key, why[1], "instruct/answer", record=record.id), "rule": why[0]})
                 continue
-            item = Item(id=item_id, question=group.instruction, answer=answer, format=group.name,
+            item = Item(id=item_id, question=group.instruction, answer=answer, format=group.form,
                         skills=["context understanding"], objects=object_labels_in(answer, record))
             fault = written_item_problem(item, record, given_question=True)
             if fault:
@@ -287,7 +299,7 @@ class Answerer:
                 rejects.append({**entry, "rule": fault[0]})
                 continue
             items.append(item)
-            used.append({"group": group.id, "similarity": sim})
+            used.append({"group": group.id, "name": group.name, "similarity": sim})
         if not items:
             return Produced([], rejects)
         rec = Record(id=out_id, images=list(record.images), caption=record.caption, objects=list(record.objects),
@@ -295,6 +307,8 @@ class Answerer:
         return Produced([rec], rejects)
 
     async def _answer(self, record: Record, group: Group, out_id: str) -> tuple[str | None, tuple[str, str]]:
+        if group.form is not None and group.form not in TASK_FORMS:  # no call: the answer could not be kept
+            return None, ("task_form", f"group {group.id} ({group.name!r}): {form_problem(group.form)}")
         prompt = load_prompt("instruct_answer")
         schema = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}
         req = chat(SYSTEM, prompt.render(**notes(record), instruction=group.instruction),

@@ -16,8 +16,10 @@ pixels, and writes:
 Each task's items become one output record (`source="svit/<task>"`) that the evolver
 reads. Items are checked with `written_item_problem`: text that names its sources
 ("caption", "bounding box", "the description"), replies that ask for the missing input,
-refusals, empty text, boxes that are not the record's, and referring items citing no box
-are dropped, each with a line in the rejects file.
+refusals, empty text, markup (`<img src=...>`, `![](...)`) and web addresses, boxes that
+are not the record's, and referring items citing no box are dropped, each with a line in
+the rejects file. A set of items that asks the same question twice with different answers
+contradicts itself and is dropped whole; a turn repeated word for word is dropped.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from evol.backends.base import BackendError, Reply, Request, RunStopped, TransportError
-from evol.eliminator.rules import written_item_problem
+from evol.eliminator.rules import contradicting_turns, repeated_turns, written_item_problem
 from evol.prompts import load_prompt
 from evol.records import Item, Record
 from evol.rundir import reject_entry
@@ -209,8 +211,20 @@ class SvitGenerator:
             return result
         for why in problems:
             result.rejects.append({**reject_entry(key, why, stage, record=record.id), "rule": "bad_entry"})
+        what, unit = ("conversation", "turn") if task == "conversation" else (f"{task} reply", "item")
+        contradiction = contradicting_turns(items, what, unit)
+        if contradiction:
+            entry = reject_entry(key, f"{contradiction}; all {len(items)} of its items are dropped", stage,
+                                 record=record.id)
+            result.rejects.append({**entry, "rule": "contradiction"})
+            return result
+        repeats = dict(repeated_turns(items, unit))
         kept = []
-        for item in items:
+        for k, item in enumerate(items):
+            if k in repeats:
+                entry = reject_entry(key, repeats[k], stage, record=record.id, item=item.id)
+                result.rejects.append({**entry, "rule": "repeated_turn"})
+                continue
             fault = written_item_problem(item, record, boxes_required=task == "referring",
                                          given_question=p.question is not None)
             if fault:

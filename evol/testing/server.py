@@ -12,6 +12,34 @@ Two random sources are kept apart on purpose:
 * the *fault* rng is seeded once from ``ServerConfig.seed`` and advances per
   request, so a retry of a failed request may well succeed.
 
+Dialect profiles (``ServerConfig.profile``) play the servers people run, as far as
+structured output, model lists and images go:
+
+* ``None`` (the default) and ``"vllm"``: ``response_format`` json_schema and json_object
+  (with or without a ``schema`` key) are honoured; a top-level ``format`` is ignored.
+* ``"llamacpp"``: json_schema is answered with HTTP 500 ("Input should be 'text' or
+  'json_object'"), as llama.cpp's server does; ``{"type": "json_object", "schema": ...}``
+  is honoured, except that ``maximum`` is not enforced: now and then (seeded by the
+  request, so the same request gets the same answer) the first integer field that has a
+  maximum gets maximum + 1.
+* ``"ollama"``: a top-level ``format`` (a JSON schema) is honoured; json_schema gets a
+  400 naming it; json_object is plain JSON mode (its ``schema`` key is ignored).
+* ``"noschema"``: ignores ``response_format`` and ``format`` altogether and answers prose
+  around whatever JSON it writes, like ``transformers serve``.
+* ``"textonly"``: takes image parts but drops them before "the model" sees anything:
+  answers do not depend on them and ``prompt_tokens`` does not count them (elsewhere each
+  image counts 85 prompt tokens).
+
+``/v1/models`` lists ``model_id`` (``mock-vlm`` when unset); ``/v1/models/{id}`` knows
+every id when ``model_id`` is unset (the server takes any model name) and only
+``model_id`` when it is set, when a chat request naming another model gets a 404 too.
+Requests sent by evol's preflight (header ``X-Evol-Preflight``) are answered like any
+other but without injected faults, and counted apart under ``stats()["preflight"]``, so
+that the counts and the fault sequence a test sees are those of the run itself.
+``stats()["formats"]`` counts the structured-output field each request arrived with
+(json_schema, json_object, format, none), refused ones included; with ``keep_prompts``
+the text of every chat request is kept for `RunningServer.prompts`.
+
 Run it standalone with ``python -m evol.testing.server --port 0 ...``.
 """
 from __future__ import annotations
@@ -19,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import hmac
 import json
@@ -35,6 +64,13 @@ from aiohttp import web
 
 SCHEMA_MARKER = "follows this JSON schema:"
 MODEL_ID = "mock-vlm"
+PROFILES = ("vllm", "llamacpp", "ollama", "noschema", "textonly")
+PREFLIGHT_HEADER = "X-Evol-Preflight"
+TOKENS_PER_IMAGE = 85
+_PREFLIGHT = contextvars.ContextVar("evol_preflight", default=False)
+LLAMACPP_REFUSAL = ("1 validation error for ResponseFormat: type: Input should be 'text' or 'json_object' "
+                    "[type=literal_error, input_value='json_schema', input_type=str]")
+OLLAMA_REFUSAL = "invalid response_format type 'json_schema': use 'json_object' or the format field"
 
 _WORDS = """red blue green yellow small large wooden metal glass striped bright dark shiny round
 square tall narrow distant nearby cluttered empty crowded quiet person child dog cat bicycle car
@@ -70,11 +106,17 @@ class ServerConfig:
                                  # the others queue (429s and 4xx answer at once, unqueued)
     # Planted replies: (substrings, content) pairs. A request whose message text holds
     # every substring of an entry gets that entry's content verbatim (first match wins),
-    # so tests can plant a bad reply for one record and see the filters catch it.
+    # so tests can plant a bad reply for one record and see the filters catch it. The
+    # content may also be {"content": str, "finish_reason": str}: a reply cut off at
+    # max_tokens is {"content": '{"items": [', "finish_reason": "length"}.
     scripted: list = field(default_factory=list)
     # Slow requests: (substrings, seconds) pairs. A request whose message text holds every
     # substring takes that long instead of `latency` (first match wins): one slow record.
     slow: list = field(default_factory=list)
+    profile: str | None = None  # None, vllm, llamacpp, ollama, noschema, textonly (module doc)
+    model_id: str | None = None  # when set: the one model listed and served; else any name
+    no_models: bool = False      # True: no /v1/models at all (404), like some servers
+    keep_prompts: bool = False   # keep every chat request's text (RunningServer.prompts)
 
 
 # ----------------------------------------------------------------- generation
@@ -82,8 +124,10 @@ class ServerConfig:
 class _Generator:
     """Builds a JSON value that satisfies a (subset of) JSON Schema."""
 
-    def __init__(self, rng: random.Random, root: dict, improved_rate: float):
+    def __init__(self, rng: random.Random, root: dict, improved_rate: float, overshoot: float = 0.0):
         self.rng, self.root, self.improved_rate = rng, root, improved_rate
+        # llama.cpp's grammars ignore `maximum`: P(the first bounded integer exceeds it)
+        self.overshoot, self.overshot, self.overshot_value = overshoot, False, False
 
     def resolve(self, schema) -> dict:
         seen = 0
@@ -118,8 +162,12 @@ class _Generator:
             kind = "object" if "properties" in s else "array" if "items" in s else "string"
         if kind == "object":
             override = override or {}
-            return {k: override[k] if k in override else self.value(v, k)
-                    for k, v in s.get("properties", {}).items()}
+            doc = {k: override[k] if k in override else self.value(v, k)
+                   for k, v in s.get("properties", {}).items()}
+            # like a judge that follows its prompt: score 0 only for a rewrite not improved
+            if doc.get("improved") is True and type(doc.get("score")) in (int, float) and 0 <= doc["score"] < 1:
+                doc["score"] = 1
+            return doc
         if kind == "array":
             return self.array(s)
         if kind == "boolean":
@@ -162,6 +210,11 @@ class _Generator:
             lo = 1 if hi is None else min(1, hi)
         hi = max(lo, lo + 9 if hi is None else hi)
         if integer:
+            if self.overshoot and not self.overshot and s.get("maximum") is not None:
+                self.overshot = True
+                if self.rng.random() < self.overshoot:
+                    self.overshot_value = True
+                    return math.floor(s["maximum"]) + 1
             return self.rng.randint(math.ceil(lo), max(math.ceil(lo), math.floor(hi)))
         return min(max(round(self.rng.uniform(lo, hi), 3), lo), hi)
 
@@ -194,28 +247,45 @@ def _schema_in_text(text: str):
     return None
 
 
-def make_content(body: dict, improved_rate: float = 0.8) -> str:
+def make_content(body: dict, improved_rate: float = 0.8, *, overshoot: float = 0.0,
+                 chatty: bool = False, flags: dict | None = None) -> str:
     """Deterministic answer text for a request body (faults aside).
 
-    With a json_schema response_format the answer is bare JSON.  Otherwise a
-    schema embedded in the prompt is answered like a chatty model would: prose
-    around a fenced block, so clients have to extract the JSON tolerantly.
+    With a json_schema response_format, a json_object one (its ``schema`` if it has one,
+    else the schema in the prompt) or a top-level ``format`` schema, the answer is bare
+    JSON. Otherwise a schema embedded in the prompt is answered like a chatty model
+    would: prose around a fenced block, so clients have to extract the JSON tolerantly;
+    with no schema anywhere the answer is a sentence (`chatty`: prose around a JSON object).
+    `flags`, when given, gets ``overshot``: True when a value was put above its maximum.
     """
     fmt = body.get("response_format") or {}
+    fmt_schema = body.get("format") if isinstance(body.get("format"), dict) else None
     # like a real server honouring `seed`: same request and seed, same answer
-    canon = json.dumps([body.get("model"), body.get("messages"), fmt or None, body.get("seed")],
+    canon = json.dumps([body.get("model"), body.get("messages"), fmt or None, body.get("seed")]
+                       + ([fmt_schema] if fmt_schema is not None else []),
                        sort_keys=True, separators=(",", ":"))
     rng = random.Random(hashlib.sha256(canon.encode()).digest())
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    elif kind == "json_object" and isinstance(fmt.get("schema"), dict):
+        schema = fmt["schema"]
+    elif fmt_schema is not None:
+        schema, kind = fmt_schema, "format"
     else:
         schema = _schema_in_text(_message_text(body.get("messages"))[0])
-    gen = _Generator(rng, schema or {}, improved_rate)
+    gen = _Generator(rng, schema or {}, improved_rate, overshoot)
     if schema is None:
-        return json.dumps({"answer": gen.sentence()}) if kind == "json_object" else gen.sentence()
+        if kind == "json_object":
+            return json.dumps({"answer": gen.sentence()})
+        if chatty:
+            head, tail = rng.choice(_PROSE)
+            return f"{head} {json.dumps({'answer': gen.sentence()})} {tail}"
+        return gen.sentence()
     doc = gen.value(schema)
-    if kind in ("json_schema", "json_object"):
+    if flags is not None:
+        flags["overshot"] = gen.overshot_value
+    if kind in ("json_schema", "json_object", "format"):
         return json.dumps(doc)
     head, tail = rng.choice(_PROSE)
     return f"{head}\n\n```json\n{json.dumps(doc, indent=2)}\n```\n\n{tail}"
@@ -247,6 +317,14 @@ class _State:
     counts: dict = field(default_factory=lambda: {
         "requests": 0, "ok": 0, "status": {}, "timeouts": 0, "garbled": 0, "by_schema": {}})
     gate: asyncio.Semaphore | None = None  # `capacity` slots, made on the server's loop
+    prompts: list = field(default_factory=list)  # `keep_prompts`: one dict per chat request
+
+    def _table(self) -> dict:
+        """The counters of this request: the run's, or the preflight's apart (caller holds lock)."""
+        if not _PREFLIGHT.get():
+            return self.counts
+        return self.counts.setdefault("preflight", {"requests": 0, "ok": 0, "status": {}, "by_schema": {},
+                                                    "formats": {}})
 
     def serving(self, delta: int) -> None:
         """Requests being served now (`capacity` set): "serving" and its peak "peak_serving"."""
@@ -257,21 +335,27 @@ class _State:
     def bump(self, *keys: str) -> None:
         """Count under each key; HTTP codes ("429") go into the status table."""
         with self.lock:
+            counts = self._table()
             for key in keys:
-                table = self.counts["status"] if key.isdigit() else self.counts
+                table = counts["status"] if key.isdigit() else counts
                 table[key] = table.get(key, 0) + 1
+
+    def arrived_with(self, fmt: str) -> None:
+        """Count the structured-output field a request came with (refused ones included)."""
+        with self.lock:
+            table = self._table().setdefault("formats", {})
+            table[fmt] = table.get(fmt, 0) + 1
 
     def seen(self, schema_name: str, images: int) -> None:
         """Per response-format schema name: answered requests and image parts they carried."""
         with self.lock:
-            entry = self.counts["by_schema"].setdefault(schema_name, {"requests": 0, "images": 0})
+            entry = self._table()["by_schema"].setdefault(schema_name, {"requests": 0, "images": 0})
             entry["requests"] += 1
             entry["images"] += images
 
     def snapshot(self) -> dict:
         with self.lock:
-            return {**self.counts, "status": dict(self.counts["status"]),
-                    "by_schema": {k: dict(v) for k, v in self.counts["by_schema"].items()}}
+            return json.loads(json.dumps(self.counts))  # a deep copy
 
     def pick_fault(self) -> str | None:
         """One draw from the fault rng picks at most one fault."""
@@ -335,10 +419,56 @@ async def _wait(state: _State, seconds: float) -> None:
             await asyncio.wait_for(state.stopping.wait(), seconds)
 
 
+def _arrived_format(body: dict) -> str:
+    """The structured-output field a request carries: json_schema, json_object, format or none."""
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object"):
+        return fmt["type"]
+    return "format" if isinstance(body.get("format"), dict) else "none"
+
+
+def _refused(cfg: ServerConfig, state: _State, body: dict, sent: str) -> web.Response | None:
+    """The answer of a server that does not take this structured-output field, or None."""
+    if sent == "json_schema" and cfg.profile == "llamacpp":
+        state.bump("500")
+        return _error(500, LLAMACPP_REFUSAL, "server_error")
+    if sent == "json_schema" and cfg.profile == "ollama":
+        state.bump("400")
+        return _error(400, OLLAMA_REFUSAL, "invalid_request_error")
+    if cfg.no_schema and sent == "json_schema":
+        state.bump("400")
+        return _error(400, "response_format json_schema is not supported", "invalid_request_error")
+    return None
+
+
+def _as_seen(cfg: ServerConfig, body: dict) -> dict:
+    """The request as this server's "model" sees it: what its profile ignores taken out."""
+    body = dict(body)
+    fmt = body.get("response_format")
+    if cfg.profile != "ollama":
+        body.pop("format", None)  # not an OpenAI field: ignored
+    if cfg.profile == "noschema":
+        body.pop("response_format", None)
+        body.pop("format", None)
+    elif cfg.profile == "ollama" and isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        body["response_format"] = {"type": "json_object"}  # plain JSON mode: no schema key
+    if cfg.profile == "textonly":
+        messages = []
+        for msg in body.get("messages") or []:
+            if isinstance(msg, dict) and isinstance(msg.get("content"), list):
+                msg = {**msg, "content": [p for p in msg["content"] if not (
+                    isinstance(p, dict) and p.get("type") in ("image_url", "image", "input_image"))]}
+            messages.append(msg)
+        body["messages"] = messages
+    return body
+
+
 async def _chat(request: web.Request) -> web.Response:
     arrived = time.monotonic()
     state: _State = request.app[_STATE]
     cfg = state.cfg
+    preflight = bool(request.headers.get(PREFLIGHT_HEADER))
+    _PREFLIGHT.set(preflight)  # this handler's own context: its counts go to their table
     state.bump("requests")
     denied = _unauthorized(request, state)
     if denied is not None:
@@ -350,12 +480,22 @@ async def _chat(request: web.Request) -> web.Response:
     if not (isinstance(body, dict) and isinstance(body.get("messages"), list)):
         state.bump("400")
         return _error(400, "body must be a JSON object with messages", "invalid_request_error")
-    fmt = body.get("response_format")
-    if cfg.no_schema and isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        state.bump("400")
-        return _error(400, "response_format json_schema is not supported", "invalid_request_error")
+    if cfg.model_id is not None and body.get("model") != cfg.model_id:
+        state.bump("404")
+        return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+    sent = _arrived_format(body)
+    state.arrived_with(sent)
+    refused = _refused(cfg, state, body, sent)
+    if refused is not None:
+        return refused
+    if cfg.keep_prompts:
+        text, images = _message_text(body.get("messages"))
+        fmt = body.get("response_format") or {}
+        with state.lock:
+            state.prompts.append({"preflight": preflight, "format": sent, "images": images, "text": text,
+                                  "schema": (fmt.get("json_schema") or {}).get("name") if isinstance(fmt, dict) else None})
 
-    fault = state.pick_fault()
+    fault = None if preflight else state.pick_fault()
     if fault == "429":  # comes back at once, like a rate limiter would
         state.bump("429")
         after = None if cfg.retry_after is None else {"Retry-After": f"{cfg.retry_after:g}"}
@@ -375,7 +515,7 @@ async def _answer(state: _State, body: dict, fault: str | None, arrived: float) 
     if slow is not None:
         state.bump("slow")
         delay = float(slow)
-    content = ""
+    content, finish = "", "stop"
     if fault == "garbled":
         content = state.rng.choice([
             '{"items": [{"question": "unterminated',
@@ -385,7 +525,14 @@ async def _answer(state: _State, body: dict, fault: str | None, arrived: float) 
         planted = _planted(cfg, body) if cfg.scripted else None
         if planted is not None:
             state.bump("scripted")
-        content = make_content(body, cfg.improved_rate) if planted is None else planted
+        if isinstance(planted, dict):
+            planted, finish = str(planted.get("content", "")), str(planted.get("finish_reason", "stop"))
+        flags: dict = {}
+        content = planted if planted is not None else make_content(
+            _as_seen(cfg, body), cfg.improved_rate, overshoot=0.2 if cfg.profile == "llamacpp" else 0.0,
+            chatty=cfg.profile == "noschema", flags=flags)
+        if flags.get("overshot"):
+            state.bump("overshot")  # a value above its schema's maximum went out
     if fault == "timeout":
         state.bump("timeouts")
     await _wait(state, delay - (time.monotonic() - arrived))
@@ -397,26 +544,45 @@ async def _answer(state: _State, body: dict, fault: str | None, arrived: float) 
     text, images = _message_text(body.get("messages"))
     fmt = body.get("response_format") or {}
     state.seen(str((fmt.get("json_schema") or {}).get("name", fmt.get("type", "none"))), images)
-    prompt_tokens = len(text) // 4 + 85 * images
+    # a text-only server drops image parts before counting: they cost it nothing
+    prompt_tokens = len(text) // 4 + (0 if cfg.profile == "textonly" else TOKENS_PER_IMAGE * images)
     completion_tokens = max(1, len(content) // 4)
     return web.json_response({
         "id": "chatcmpl-" + hashlib.sha1(content.encode()).hexdigest()[:24],
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model") or MODEL_ID,
-        "choices": [{"index": 0, "finish_reason": "stop",
+        "choices": [{"index": 0, "finish_reason": finish,
                      "message": {"role": "assistant", "content": content}}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     })
 
 
+def _model_entry(model: str) -> dict:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "evol"}
+
+
 async def _models(request: web.Request) -> web.Response:
-    denied = _unauthorized(request, request.app[_STATE])
+    state = request.app[_STATE]
+    denied = _unauthorized(request, state)
     if denied is not None:
         return denied
-    return web.json_response({"object": "list", "data": [
-        {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "evol"}]})
+    if state.cfg.no_models:
+        return _error(404, "Not Found", "not_found_error")
+    return web.json_response({"object": "list", "data": [_model_entry(state.cfg.model_id or MODEL_ID)]})
+
+
+async def _model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{id}``: any id when `model_id` is unset (the server takes any name)."""
+    state = request.app[_STATE]
+    denied = _unauthorized(request, state)
+    if denied is not None:
+        return denied
+    model = request.match_info["model"]
+    if state.cfg.no_models or (state.cfg.model_id is not None and model != state.cfg.model_id):
+        return _error(404, f"The model '{model}' does not exist", "invalid_request_error", code="model_not_found")
+    return web.json_response(_model_entry(model))
 
 
 async def _stats(request: web.Request) -> web.Response:
@@ -424,6 +590,8 @@ async def _stats(request: web.Request) -> web.Response:
 
 
 async def _start(cfg: ServerConfig, port: int) -> tuple[web.AppRunner, _State, int]:
+    if cfg.profile is not None and cfg.profile not in PROFILES:
+        raise ValueError(f"unknown profile {cfg.profile!r} (available: {', '.join(PROFILES)})")
     state = _State(cfg, random.Random(cfg.seed), asyncio.Event())
     if cfg.capacity is not None:
         if cfg.capacity < 1:
@@ -434,6 +602,7 @@ async def _start(cfg: ServerConfig, port: int) -> tuple[web.AppRunner, _State, i
     app[_STATE] = state
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model:.+}", _model)
     app.router.add_get("/stats", _stats)
     # no access log (CPU, stdout noise); cancel handlers of vanished clients
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
@@ -476,6 +645,11 @@ class RunningServer:
 
     def stats(self) -> dict:
         return self._state.snapshot()
+
+    def prompts(self) -> list[dict]:
+        """`keep_prompts`: per chat request, its text, image parts, format and preflight flag."""
+        with self._state.lock:
+            return [dict(p) for p in self._state.prompts]
 
     def stop(self) -> None:
         if not self._thread.is_alive():
