@@ -341,6 +341,10 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_faile
                 pass
     # records never started because the run stopped are pending too
     unstarted = 0
+    if stats.stop_cause is not None and total is None:  # a JSON array: count it now, once
+        total = count_records(cfg.input, arrays=True)
+        if total is not None and cfg.limit is not None:
+            total = min(total, cfg.limit)
     if stats.stop_cause is not None and total is not None:
         unstarted = max(0, total - stats.accounted - stats.pending)
     pending = stats.pending + unstarted

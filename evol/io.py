@@ -86,11 +86,24 @@ def read_records(path: str | Path, fmt: str = "auto") -> Iterator[ReadResult]:
     return reader(path, fmt)
 
 
-def count_records(path: str | Path) -> int | None:
-    """Number of entries in a JSONL file (non-blank lines); None for a JSON array."""
+def count_records(path: str | Path, arrays: bool = False) -> int | None:
+    """Number of entries in a JSONL file (non-blank lines). A JSON array gives None, unless
+    `arrays`: then its entries are counted by a streaming parse (a full read of the file,
+    so only where the count is worth it); None when the array is broken."""
     path = Path(path)
     if _is_json_array(path):
-        return None
+        if not arrays:
+            return None
+        n = 0
+        try:
+            with open(path, "rb") as f:
+                for prefix, event, _ in _ijson.parse(f):
+                    if prefix == "item" and event in ("start_map", "start_array", "string", "number",
+                                                      "boolean", "null"):
+                        n += 1
+        except Exception:  # broken JSON: the reader names the problem; no count here
+            return None
+        return n
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
 

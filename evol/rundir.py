@@ -444,7 +444,7 @@ def run_status(run: RunDir) -> dict[str, Any]:
     total = None
     source = (manifest.get("input") or {}).get("path") or (manifest.get("config") or {}).get("input")
     if source and Path(source).is_file():
-        total = count_records(source)
+        total = count_records(source, arrays=True)
         limit = (manifest.get("config") or {}).get("limit")
         if total is not None and limit is not None:
             total = min(total, limit)

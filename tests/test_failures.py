@@ -377,3 +377,17 @@ def test_run_lock_is_exclusive_and_dies_with_its_process(tmp_path):
         holder.wait()
     with run.lock():
         pass
+
+
+def test_a_json_array_input_that_stops_counts_its_pending_records(tmp_path):
+    seeds = write_llava_seeds(tmp_path, 5)
+    array = tmp_path / "seeds.json"
+    array.write_text(json.dumps(read_jsonl(seeds)))
+    out = tmp_path / "run"
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    args = evolve_args(seeds, out, url, "--no-preflight")
+    args[1] = str(array)
+    res = run_cli(*args)
+    assert res.returncode == 3 and "5 records pending" in res.stderr, res.stderr
+    status = run_cli("status", str(out))
+    assert status.returncode == 0 and "5 input records: 0 done" in status.stderr and "5 pending" in status.stderr
