@@ -154,6 +154,12 @@ class _Probe:
             return None
         return PreflightError(f"cannot connect to {self.b.where}: {self.b._scrub(_root_cause(exc))}")
 
+    def unreachable(self, exc: openai.APIConnectionError) -> Exception:
+        """What a failed connection means: a refused connect is final; a timeout is no
+        answer (a server that needs longer than the timeout for a tiny call is not asked again)."""
+        final = self.connection_failed(exc)
+        return final if final is not None else _NoAnswer(f"no answer within {self.timeout:g} s", timed_out=True)
+
     def key_refused(self, exc: openai.APIStatusError) -> PreflightError:
         b = self.b
         key = (f"the key from {b.api_key_env}" if b._secret()
@@ -168,10 +174,7 @@ class _Probe:
             try:
                 return await self.client.get(path, cast_to=object, options=self.options)
             except openai.APIConnectionError as exc:
-                final = self.connection_failed(exc)
-                if final is not None:
-                    raise final from None
-                raise _NoAnswer(f"no answer within {self.timeout:g} s", timed_out=True) from None
+                raise self.unreachable(exc) from None
             except openai.APIStatusError as exc:
                 if exc.status_code in (401, 403):
                     raise self.key_refused(exc) from None
@@ -194,11 +197,7 @@ class _Probe:
             try:
                 resp = await self.client.post("/chat/completions", body=body, cast_to=object, options=self.options)
             except openai.APIConnectionError as exc:
-                final = self.connection_failed(exc)
-                if final is not None:
-                    raise final from None
-                # a server that needs longer than the timeout for a tiny call is not asked again
-                raise _NoAnswer(f"no answer within {self.timeout:g} s", timed_out=True) from None
+                raise self.unreachable(exc) from None
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 if status in (401, 403):
