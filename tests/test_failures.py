@@ -391,3 +391,14 @@ def test_a_json_array_input_that_stops_counts_its_pending_records(tmp_path):
     assert res.returncode == 3 and "5 records pending" in res.stderr, res.stderr
     status = run_cli("status", str(out))
     assert status.returncode == 0 and "5 input records: 0 done" in status.stderr and "5 pending" in status.stderr
+
+
+def test_urls_are_shown_without_their_credentials():
+    from evol.redact import redact_url, url_credentials_problem
+
+    assert redact_url("http://u:p@ss@host:8/v1?x=1") == "http://***@host:8/v1?x=1"
+    assert redact_url("see https://a:b@h/x and http://h/y") == "see https://***@h/x and http://h/y"
+    assert redact_url("http://h:80/v1") == "http://h:80/v1" and redact_url(None) is None
+    assert url_credentials_problem("http://h/v1") is None
+    problem = url_credentials_problem("http://user:KEY@h/v1")
+    assert "KEY" not in problem and "http://***@h/v1" in problem

@@ -215,10 +215,12 @@ async def test_retries_of_an_invalid_answer_carry_new_seeds(tmp_path):
     from aiohttp import web
 
     seeds: list = []
+    temperatures: list = []
 
     async def handler(req):
         body = await req.json()
         seeds.append(body.get("seed"))
+        temperatures.append(body.get("temperature"))
         score = 18 if len(seeds) < 3 else 7  # the third try is a good answer
         return web.json_response({"choices": [{"index": 0, "finish_reason": "stop", "message": {
             "role": "assistant", "content": _verdicts({"improved": True, "score": score, "reason": "Harder."},
@@ -237,6 +239,8 @@ async def test_retries_of_an_invalid_answer_carry_new_seeds(tmp_path):
         reply = await backend.complete(request)
         assert reply.data["verdicts"][0]["score"] == 7
         assert len(seeds) == 3 and len(set(seeds)) == 3 and seeds[0] == 5
+        # a greedy judge would repeat itself whatever the seed: retries are warmed
+        assert temperatures[0] == 0.0 and all(t >= 0.5 for t in temperatures[1:])
         assert len(backend.cache) == 1  # only the good answer is kept
         assert (await backend.complete(request)).cached and len(seeds) == 3
     finally:
