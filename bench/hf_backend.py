@@ -25,6 +25,7 @@ import asyncio  # noqa: E402
 import time  # noqa: E402
 
 from evol.backends.base import BackendError, Sampling  # noqa: E402
+from evol.samples import shipped  # noqa: E402
 from evol.backends.hf import HFBackend, HFEngine  # noqa: E402
 from evol.backends.local import embedded_model, model_source  # noqa: E402
 from evol.eliminator.judge import Judge  # noqa: E402
@@ -37,11 +38,11 @@ def seed_records(n: int):
     """n seed records from the shipped scene graphs (written once to a temporary file, cycled)."""
     import tempfile
 
-    from evol.cli import write_sample_seeds
+    import evol
     from evol.io import read_records
 
     out = Path(tempfile.mkdtemp(prefix="evol-bench-")) / "seeds.jsonl"
-    write_sample_seeds(out)
+    evol.seed.shipped_samples(out)
     records = [r.record for r in read_records(str(out), "auto") if r.record is not None]
     return [records[i % len(records)] for i in range(n)]
 
@@ -81,7 +82,7 @@ def main() -> None:
 
     source = model_source(args.model) if args.model else embedded_model()
     t0 = time.perf_counter()
-    engine = HFEngine(source, images=ImageStore(REPO / "seeds"), device=args.device, dtype=args.dtype,
+    engine = HFEngine(source, images=ImageStore(shipped()), device=args.device, dtype=args.dtype,
                       max_new_tokens=args.max_tokens)
     load_s = time.perf_counter() - t0
     requests = build_requests(args.requests, engine.vision, args.max_tokens, args.kind)

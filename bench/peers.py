@@ -45,8 +45,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from evol.samples import shipped
+
 REPO = Path(__file__).resolve().parent.parent
-SEEDS = REPO / "seeds"
+SEEDS = shipped()
 INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --no-cache-dir "llama-cpp-python[server]"'
 PREFLIGHT_HEADER = "X-Evol-Preflight"
 LLAMA_SERVER_MODULES = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")

@@ -1,15 +1,17 @@
 """Speed of programmatic seeding: scene graphs with depth and masks, all generators.
 
 Writes ProVision-format stage files for N synthetic 640x480 images (10 objects each,
-attributes, relations, a depth map and instance masks), then runs the 24 single-image
+attributes, relations, a depth map and instance masks), laid out as ProVision lays out its
+sample (mask pickles in seg_masks/, depth maps in depth_masks/), then runs the 24 single-image
 generators over them as `evol seed provision` does (graphs streamed: each one loaded with
 its depth and masks, then its QAs generated). Prints milliseconds per image and QAs per
 second for generation (the issue's figure: per-graph depth and mask work included) and
 for loading, taking the fastest of a few passes since the machine is shared.
 
-`--workers 1,2` also times the whole run as the CLI makes it with `--workers N` (wall
-time from reading the stage files to the JSON lines written: frequency pass, loading,
-generation, serialisation), once per N given.
+`--workers 1,2` also times the whole run as `evol seed provision --workers N` makes it
+(`write_seeds`: wall time from reading the stage files to the seed file written, masks and
+depth maps found by default: frequency pass, loading, generation, serialisation), once per
+N given.
 
     python bench/provision.py --images 240 [--passes 3] [--preload] [--workers 1,2]
 """
@@ -29,11 +31,9 @@ from typing import Iterable, Iterator
 import numpy as np
 from scipy import sparse
 
-from evol.io import JsonlWriter
 from evol.provision.base import Frequencies, GenContext
-from evol.provision.loaders import load_provision, read_provision
-from evol.provision.parallel import provision_jsonl
-from evol.provision.seed import SeedReport, provision_records
+from evol.provision.loaders import load_provision
+from evol.provision.seed import SeedReport, provision_records, write_seeds
 
 LABELS = ["person", "dog", "car", "tree", "bench", "cup", "bottle", "chair", "table", "lamp", "bicycle", "sign"]
 ATTRS = ["red", "blue", "wooden", "metal", "small", "large", "standing", "parked", "green", "white"]
@@ -66,8 +66,8 @@ def write_dataset(folder: Path, n: int, seed: int = 0) -> None:
         stages["attributes"][iid] = entry({"attributes": [rng.sample(ATTRS, rng.randint(1, 3)) for _ in range(10)]})
         stages["relations"][iid] = entry({"relations": [
             [rng.randrange(10), rng.choice(PREDICATES), rng.randrange(10)] for _ in range(8)]})
-        np.save(folder / f"{iid}.npy", depth)
-        with open(folder / "masks" / f"{iid}.pkl", "wb") as f:
+        np.save(folder / "depth_masks" / f"{iid}.npy", depth)
+        with open(folder / "seg_masks" / f"{iid}.pkl", "wb") as f:
             pickle.dump(masks, f)
     for name, data in stages.items():
         (folder / f"{name}.json").write_text(json.dumps(data))
@@ -106,7 +106,7 @@ def one_pass(folder: Path, per_generator: int, preload: bool) -> Pass:
     on graphs that have sat in memory (colder caches, ~3.5 MB of masks per image held).
     """
     def load(masks: bool):
-        return load_provision(folder, masks_dir=folder / "masks" if masks else None, image_root=folder)
+        return load_provision(folder, masks_dir=folder / "seg_masks" if masks else None, image_root=folder)
 
     t0 = time.perf_counter()
     freq = Frequencies()
@@ -132,34 +132,12 @@ def one_pass(folder: Path, per_generator: int, preload: bool) -> Pass:
 
 
 def cli_pass(folder: Path, per_generator: int, workers: int) -> tuple[float, int, int]:
-    """One whole run as `evol seed provision --workers N` makes it, JSON lines written to a
-    file: (wall seconds, images, QAs)."""
-    out = folder / "out.jsonl"
-    out.unlink(missing_ok=True)
-    report = SeedReport()
-    n = 0
+    """One whole run as `evol seed provision --workers N` makes it (`write_seeds`, masks and
+    depth maps found beside the stage files): (wall seconds, images, QAs)."""
     t0 = time.perf_counter()
-    if workers == 1:
-        def load(masks: bool):
-            return load_provision(folder, masks_dir=folder / "masks" if masks else None, image_root=folder)
-
-        freq = Frequencies()
-        for g in load(masks=False):
-            if not isinstance(g, Exception):
-                freq.add(g)
-        with JsonlWriter(out) as writer:
-            for rec in provision_records(load(masks=True), ctx=GenContext(freq=freq), seed=7,
-                                         per_generator=per_generator, report=report):
-                writer.write(rec)
-                n += 1
-    else:
-        images = read_provision(folder, masks_dir=folder / "masks", image_root=folder)
-        with open(out, "wb") as f:
-            for block in provision_jsonl(images, ctx=GenContext(), seed=7, per_generator=per_generator,
-                                         report=report, workers=workers):
-                f.write(block)
-                n += block.count(b"\n")
-    return time.perf_counter() - t0, report.images, n
+    result = write_seeds(folder.parent / "out.jsonl", annotations=folder, image_root=folder, seed=7,
+                         per_generator=per_generator, workers=workers)
+    return time.perf_counter() - t0, result.images, result.records
 
 
 def main() -> None:
@@ -172,8 +150,9 @@ def main() -> None:
     args = ap.parse_args()
     counts = [int(x) for x in args.workers.split(",") if x.strip()]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / "masks").mkdir()
+        folder = Path(tmp) / "annotations"
+        (folder / "seg_masks").mkdir(parents=True)
+        (folder / "depth_masks").mkdir()
         write_dataset(folder, args.images)
         runs = [one_pass(folder, args.per_generator, args.preload) for _ in range(max(1, args.passes))]
         cli = {w: [cli_pass(folder, args.per_generator, w) for _ in range(max(1, args.passes))] for w in counts}

@@ -22,13 +22,9 @@ from pathlib import Path
 
 from PIL import Image
 
-import evol.backends.openai  # noqa: F401  (imported up front: module loading is not throughput)
-from evol import aio
-from evol.backends import settle_backend
-from evol.cli import _evolve
-from evol.config import EvolveConfig
-from evol.images import ImageStore
-from evol.rundir import RunDir
+import evol
+import evol.api  # noqa: F401  (imported up front: module loading is not throughput)
+import evol.backends.openai  # noqa: F401
 
 
 def start_server(latency: float, spread: float) -> tuple[subprocess.Popen, str]:
@@ -72,14 +68,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
             seeds = write_inputs(tmp_path, args.records)
-            cfg = EvolveConfig(
-                input=str(seeds), out=str(tmp_path / "run"), rounds=1, model="bench", base_url=url,
-                image_root=str(tmp_path), concurrency=args.concurrency, timeout=60, api_key_env="EVOL_BENCH_NO_KEY",
-            )
-            run = RunDir(Path(cfg.out))
-            run.create()
             cpu0, t0 = time.process_time(), time.perf_counter()
-            aio.run(_evolve(cfg, run, ImageStore(tmp_path, cfg.max_side), settle_backend("openai", cfg.model, url)))
+            evol.evolve(seeds, tmp_path / "run", rounds=1, model="bench", base_url=url, image_root=str(tmp_path),
+                        concurrency=args.concurrency, timeout=60, api_key_env="EVOL_BENCH_NO_KEY", preflight=False,
+                        progress=False)
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             stats = json.load(urllib.request.urlopen(url.rsplit("/v1", 1)[0] + "/stats"))
     finally:

@@ -25,7 +25,23 @@ def loop_name() -> str:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run` on uvloop when it is installed, with the collector tuned for many small objects."""
+    """`asyncio.run` on uvloop when it is installed, with the collector tuned for many small objects.
+
+    Called where an event loop already runs (a notebook cell, an async application), the
+    coroutine runs on a loop of its own in a worker thread, and this call waits for it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="evol-loop") as pool:
+            return pool.submit(_run, coro).result()
+    return _run(coro)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     old = gc.get_threshold()
     gc.collect()
     gc.freeze()

@@ -36,6 +36,7 @@ from typing import Any
 
 from evol.backends.base import Backend, BackendError, Image, Reply, Request, RunStopped, Text
 from evol.images import ImageError, ImageStore
+from evol.stats import CallStats
 
 KEY_VERSION = 1
 
@@ -169,13 +170,16 @@ class _Flight:
 
 
 class CachedBackend:
-    """Any `Backend`, answered from the cache when it can be."""
+    """Any `Backend`, answered from the cache when it can be.
+
+    `stats` (an `evol.stats.CallStats`) counts every call through it: ``cached`` (a stored
+    reply, or ``shared``: an identical call already in flight), and the calls passed on to
+    the inner backend that it answered (``calls``) or that failed for good (``failed``).
+    """
 
     def __init__(self, inner: Backend, cache: Cache, images: ImageStore):
         self.inner, self.cache, self.images = inner, cache, images
-        self.hits = 0      # answered without an inner call (stored, or shared in flight)
-        self.misses = 0    # inner calls made
-        self.shared = 0    # of the hits: joined an identical call already in flight
+        self.stats = CallStats()
         self._flights: dict[str, _Flight] = {}
 
     @property
@@ -194,15 +198,15 @@ class CachedBackend:
         if flight is None:
             raw = self.cache.get(key)
             if raw is not None:
-                self.hits += 1
-                return Reply.from_json(raw)
-            self.misses += 1
+                reply = Reply.from_json(raw)
+                self.stats.answered(reply)
+                return reply
             flight = _Flight(asyncio.ensure_future(self._fetch(key, request)))
             self._flights[key] = flight
             leader = True
         else:
-            self.hits += 1
-            self.shared += 1
+            self.stats.cached += 1
+            self.stats.shared += 1
             leader = False
         flight.waiters += 1
         try:
@@ -226,7 +230,12 @@ class CachedBackend:
 
     async def _fetch(self, key: str, request: Request) -> Reply:
         try:
-            reply = await self.inner.complete(request)
+            try:
+                reply = await self.inner.complete(request)
+            except BackendError as exc:
+                self.stats.gave_up(exc)
+                raise
+            self.stats.answered(reply)
             self.cache.put(key, reply.to_json())
             return reply
         finally:

@@ -20,6 +20,8 @@ a reduced DCT scale (``draft``), a fraction of the memory.
 Encoding for a request (read, downscale, base64) happens at request time and is kept
 in a small LRU, because the same image goes out several times per record (evolve,
 judge, every round). File hashes for cache keys are memoised by path, mtime and size.
+Local backends take pixels instead (`ImageStore.load`): the same decode, downscale and
+rotation, without the encoding, so every backend shows a model the same picture.
 """
 
 from __future__ import annotations
@@ -303,7 +305,7 @@ class ImageStore:
         verdict = self._verdicts.get(key)
         if verdict is None:
             try:
-                raw = base64.b64decode(payload, validate=False) if head.endswith(";base64") else payload.encode()
+                raw = _data_url_bytes(ref)
             except Exception:
                 verdict = "image is corrupt or not an image"
             else:
@@ -388,6 +390,54 @@ class ImageStore:
             return hit
         return await asyncio.to_thread(self.data_url, ref)
 
+    def load(self, ref: str) -> Image.Image:
+        """The picture as a model is shown it, as pixels (RGB): decoded, downscaled to
+        `max_side` and turned upright exactly as `data_url` does before encoding; for local
+        backends, which take pixels rather than bytes. A ``data:`` URL is decoded; an
+        http(s) URL is refused (a local backend fetches nothing)."""
+        if ref[:5].lower() == "data:":
+            try:
+                raw = _data_url_bytes(ref)
+            except Exception:
+                raise ImageError(f"image is corrupt or not an image: {ref[:40]}...") from None
+        elif is_url(ref):
+            raise ImageError(f"remote images are not fetched by a local backend: {redact_url(ref)}")
+        else:
+            raw = self._read(self._stat(ref)[0], ref)
+        try:
+            img = _open_header(io.BytesIO(raw))
+        except Exception:
+            raise ImageError(f"image is corrupt or not an image: {ref[:80]}") from None
+        with contextlib.closing(img):
+            too_large = self._too_large(img.size)
+            if too_large:
+                raise ImageError(f"{too_large}: {ref[:80]}")
+            try:
+                with _decoding():
+                    out = self._upright(img, self._draft(img))
+                    return out.convert("RGB")  # a copy: `img` is closed on return
+            except MemoryError:
+                raise ImageError(f"image cannot be decoded (out of memory): {ref[:80]}") from None
+            except Exception:
+                raise ImageError(f"image is corrupt or not an image: {ref[:80]}") from None
+
+    def _draft(self, img: Image.Image) -> bool:
+        """Whether only a downscaled copy of `img` is wanted; if so, a JPEG is set to decode
+        at a reduced DCT scale (fast, a fraction of the memory). Inside `_decoding`."""
+        big = self._downscaled(img.size)
+        if big:
+            img.draft("RGB", (self.max_side, self.max_side))
+        return big
+
+    def _upright(self, img: Image.Image, big: bool) -> Image.Image:
+        """`img` decoded in full, shrunk to `max_side` when `big`, then turned upright by its
+        EXIF orientation (shrunk first: a rotated full-size copy would double the memory, and
+        the box is square, so the size comes out the same). Inside `_decoding`."""
+        _full_decode(img)
+        if big:
+            img.thumbnail((self.max_side, self.max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        return ImageOps.exif_transpose(img)
+
     @staticmethod
     def _read(path: Path, ref: str) -> bytes:
         try:
@@ -418,18 +468,11 @@ class ImageStore:
                 return Image.MIME.get(fmt, "application/octet-stream"), raw
             try:
                 with _decoding():
-                    big = self._downscaled(img.size)
-                    if big:
-                        img.draft("RGB", (self.max_side, self.max_side))  # fast JPEG DCT scaling
+                    big = self._draft(img)
                     oriented = img.getexif().get(0x0112, 1) in (0, 1)  # a PNG decodes here
                     if not big and oriented and fmt in _PASS_THROUGH:
                         return _PASS_THROUGH[fmt], raw  # already fine: no re-encoding loss
-                    _full_decode(img)
-                    if big:
-                        # the box is square, so shrinking before rotating gives the same size
-                        img.thumbnail((self.max_side, self.max_side), Image.Resampling.BICUBIC,
-                                      reducing_gap=2.0)
-                    out = ImageOps.exif_transpose(img)
+                    out = self._upright(img, big)
                     buf = io.BytesIO()
                     if _has_alpha(out):
                         out = out if out.mode in ("RGBA", "LA") else out.convert("RGBA")
@@ -445,6 +488,12 @@ class ImageStore:
                 raise ImageError(f"image cannot be decoded (out of memory): {ref}") from None
             except Exception:
                 raise ImageError(f"image is corrupt or not an image: {ref}") from None
+
+
+def _data_url_bytes(ref: str) -> bytes:
+    """The bytes a ``data:`` URL carries (base64 or plain)."""
+    head, _, payload = ref.partition(",")
+    return base64.b64decode(payload, validate=False) if head.endswith(";base64") else payload.encode()
 
 
 def _has_alpha(img: Image.Image) -> bool:

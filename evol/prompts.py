@@ -1,4 +1,4 @@
-"""Versioned prompt templates read from `prompts/<name>.md`.
+"""Versioned prompt templates read from `prompts/<name>.md` (inside the package once installed).
 
 Each file starts with a line `version: N`; the rest is a `string.Template` body, so
 placeholders are written `$caption` or `${caption}`, a literal dollar is `$$`, and JSON
@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from string import Template
 
-PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
+from evol.samples import data_root
+
+PROMPT_DIR = data_root("prompts")
 
 _VERSION_LINE = re.compile(r"version:\s*(\d+)\s*$")
 _NAME = re.compile(r"[A-Za-z0-9_\-]+")

@@ -8,7 +8,7 @@ any reordering, and verdicts are matched by id, never by position.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -111,6 +111,17 @@ class Version(_Model):
 
 
 class Record(_Model):
+    """One image group and everything evol knows and makes for it.
+
+    `images` are paths relative to the image root, or URLs; `caption` and `objects` (labels
+    with 0-1 boxes) describe the pictures in words for the prompts and the rule checks;
+    `items` are the seed Q&A&S items, and `versions` one entry per evolution round (the
+    rewritten items, the operator and the verdicts), so lineage and every rejection can be
+    traced back to the seed. Every command reads and writes this one shape. The fields
+    follow MMEvol's data (arXiv 2409.05840): an image with its caption and detected
+    objects, and Q&A&S items (objects, skills, format, question, steps, answer).
+    """
+
     id: str
     images: list[str] = Field(default_factory=list)
     caption: str = ""
@@ -142,6 +153,18 @@ class Record(_Model):
     def kept_items(self, min_score: float = 0.0) -> list[Item]:
         """Every evolved item the judge kept, in round order."""
         return [it for v in self.versions for it in v.items if it.passes(min_score)]
+
+
+def format_box(box: Sequence[float], decimals: int | None = None) -> str:
+    """A box as prompts, questions and reasons write it: "[x1, y1, x2, y2]".
+
+    Numbers in their shortest form ("[0.1, 0.25, 1, 0.5]"), or with `decimals` fixed
+    places ("[0.10, 0.25, 1.00, 0.50]" with 2). The one formatter of boxes: the text a
+    model is shown must match what the rule checks (`evol.eliminator.rules.boxes_in`) read.
+    """
+    if decimals is None:
+        return "[" + ", ".join(f"{v:g}" for v in box) + "]"
+    return "[" + ", ".join(f"{v:.{decimals}f}" for v in box) + "]"
 
 
 def validate_record(data: Any, fallback_id: str) -> Record:

@@ -116,7 +116,7 @@ class RunDir:
 def invocation_totals(invocations: list[dict[str, Any]]) -> dict[str, Any]:
     """What every invocation of a run took together: "wall_s", "model_calls" (requests
     sent to the model) and, when they were HTTP requests, "http" (by outcome, as in
-    `evol.backends.openai.attempt_summary`)."""
+    `evol.stats.CallStats.http`)."""
     totals: dict[str, Any] = {
         "wall_s": round(sum(float(i.get("wall_s") or 0) for i in invocations), 3),
         "model_calls": sum(int(i.get("model_calls") or 0) for i in invocations),

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from evol.backends.base import Backend, BackendError, Reply, Request, RunStopped, TransportError
+from evol.backends.base import Backend, BackendError, Reply, Request, RunStopped, Sampling, TransportError
 from evol.cache import write_failure
 from evol.config import EvolveConfig
 from evol.eliminator.judge import Judge
@@ -34,15 +34,27 @@ from evol.io import JsonlWriter, read_records
 from evol.operators import OPERATORS, choose_operator, record_rng
 from evol.operators.base import BuildOptions
 from evol.records import Item, Record, Version
-from evol.backends.base import Sampling
 from evol.rundir import RunDir, reject_entry
+from evol.stats import CallStats
 
 log = logging.getLogger("evol.runner")
 
 
+def _usage(name: str, doc: str) -> property:
+    """A read-only alias on `RunStats` of one count of its `usage`."""
+    return property(lambda self: getattr(self.usage, name), doc=doc)
+
+
 @dataclass
 class RunStats:
-    """Live counters, read by the progress display and the final summary."""
+    """Live counters of a run, read by the progress display, the manifest and the summary.
+
+    Records: read, finished, resumed, pending (transport faults, with why), and the cause
+    when the run stopped. Calls: `usage`, the `CallStats` the runner counts each call of a
+    record into as it returns (`model_calls`, `cached_calls`, `calls_failed`, `tokens_in`,
+    `tokens_out` read it). Requests: the backends' own `CallStats` (`backends`, one per
+    distinct backend); those of HTTP backends give `http` and `requests_sent`.
+    """
 
     total: int | None = None
     skipped_done: int = 0
@@ -50,39 +62,37 @@ class RunStats:
     records_rejected: int = 0
     items_evolved: int = 0
     items_kept: int = 0
-    model_calls: int = 0   # calls the model answered (not the cache)
-    cached_calls: int = 0
-    calls_failed: int = 0  # calls that sent requests and failed for good (any fault)
-    tokens_in: int = 0     # of the answers, and of every request of calls that failed
-    tokens_out: int = 0
     errors: int = 0
     # transport faults: records left for the next invocation, and why
     pending: int = 0
     pending_reasons: Counter = field(default_factory=Counter)
     stop_cause: str | None = None  # set when the run was stopped (RunStopped)
     started: float = field(default_factory=time.monotonic)
-    # the live `stats` dicts of the HTTP backends (one per distinct backend): what was
-    # sent, attempt by attempt (see `http`)
-    sources: list = field(default_factory=list, repr=False)
+    usage: CallStats = field(default_factory=CallStats)
+    backends: list[CallStats] = field(default_factory=list, repr=False)
     limiter: Any = field(default=None, repr=False)  # the backends' shared Limiter, if any
+
+    # the names the CLI, the manifest and the progress line read
+    model_calls = _usage("calls", "Calls a model answered (not the cache).")
+    cached_calls = _usage("cached", "Calls answered from the cache.")
+    calls_failed = _usage("failed", "Calls that sent requests and failed for good (any fault).")
+    tokens_in = _usage("tokens_in", "Tokens of the answers, and of every request of the calls that failed.")
+    tokens_out = _usage("tokens_out", "Tokens of the answers, and of every request of the calls that failed.")
+
+    def _requests(self) -> CallStats:
+        return CallStats.total(*(b for b in self.backends if b.by_outcome))
 
     @property
     def http(self) -> dict[str, Any] | None:
-        """HTTP requests by outcome (`evol.backends.openai.attempt_summary`); None without
-        an HTTP backend."""
-        if not self.sources:
-            return None
-        from evol.backends.openai import attempt_summary
-
-        return attempt_summary(*self.sources)
+        """HTTP requests by outcome (`CallStats.http`); None without an HTTP backend."""
+        return self._requests().http()
 
     @property
     def requests_sent(self) -> int:
         """Requests sent to the model: HTTP requests (every attempt), or with a local
         backend the calls it answered."""
-        if self.sources:
-            return sum(st.get("requests_sent", 0) for st in self.sources)
-        return self.model_calls
+        sent = self._requests()
+        return sent.sent.requests if sent.by_outcome else self.model_calls
 
     @property
     def finished(self) -> int:
@@ -109,9 +119,12 @@ class RunStats:
 class Runner:
     """Drives every record of a seed file through its rounds of evolution and judging.
 
-    Each round is one operator call and one judge call per record (MMEvol, arXiv
-    2409.05840: evolve, then eliminate what did not improve); records run as independent
-    tasks under the backend's shared limiter and are written the moment they finish.
+    Each round is one operator call (a direction drawn from the operator mix by the
+    record's own generator) and one judge call per record, with the rule checks between
+    them: MMEvol's evolve-then-eliminate round (arXiv 2409.05840). Records run as
+    independent tasks under the backend's shared limiter, with no barrier between rounds,
+    and are written the moment they finish, so a run streams any size of input and resumes
+    from its journal and cache. It knows nothing of prompts; `stats` is what it counted.
     """
 
     def __init__(
@@ -133,8 +146,8 @@ class Runner:
         self.stats = RunStats()
         for b in (backend, self.judge_backend):
             st = getattr(getattr(b, "inner", b), "stats", None)
-            if isinstance(st, dict) and "requests_sent" in st and all(st is not o for o in self.stats.sources):
-                self.stats.sources.append(st)
+            if isinstance(st, CallStats) and all(st is not o for o in self.stats.backends):
+                self.stats.backends.append(st)
             if self.stats.limiter is None:
                 self.stats.limiter = getattr(getattr(b, "inner", b), "limiter", None)
         self.judge = Judge()
@@ -277,19 +290,12 @@ class Runner:
                 version.requests += exc.attempts
                 version.tokens_in += exc.tokens_in
                 version.tokens_out += exc.tokens_out
-                self.stats.calls_failed += 1
-                self.stats.tokens_in += exc.tokens_in
-                self.stats.tokens_out += exc.tokens_out
+                self.stats.usage.gave_up(exc)
             raise
         version.requests += 1
         version.tokens_in += reply.tokens_in
         version.tokens_out += reply.tokens_out
-        if reply.cached:
-            self.stats.cached_calls += 1
-        else:
-            self.stats.model_calls += 1
-            self.stats.tokens_in += reply.tokens_in
-            self.stats.tokens_out += reply.tokens_out
+        self.stats.usage.answered(reply)
         return reply
 
     async def evolve_record(self, rec: Record) -> list[dict[str, Any]]:

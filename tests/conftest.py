@@ -34,6 +34,20 @@ def popen_cli(*args: str) -> subprocess.Popen:
     )
 
 
+def copy_samples(folder: Path) -> Path:
+    """A private copy of the shipped scene graphs (stage files, seg_masks/, depth_masks/) to break."""
+    shutil.copytree(SEEDS / "scene_graphs", folder, ignore=shutil.ignore_patterns("*.py", "*.md"))
+    return folder
+
+
+def edit_stage(folder: Path, stage: str, change) -> None:
+    """Apply `change` to the parsed stage file `folder/<stage>.json` and write it back."""
+    path = folder / f"{stage}.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []

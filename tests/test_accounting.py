@@ -17,10 +17,11 @@ from conftest import evolve_args, popen_cli, read_jsonl, run_cli, write_llava_se
 
 from evol.backends.base import Message, Request, Text, TransportError
 from evol.backends.limits import Limiter
-from evol.backends.openai import OpenAIBackend, attempt_summary
+from evol.backends.openai import OpenAIBackend
 from evol.images import ImageStore
 from evol.rundir import RunDir, invocation_totals
 from evol.runner import RunStats
+from evol.stats import CallStats
 
 
 def _manifest(out) -> dict:
@@ -190,9 +191,10 @@ async def test_a_timeout_shrinks_the_window_and_is_counted(tmp_path, server_fact
     assert info.value.attempts == 2 and info.value.tokens_in == 0
     assert limiter.decreases == 2 and limiter.window < 8  # each timeout: half a place off
     st = backend.stats
-    assert st["timeouts"] == st["requests_sent"] == 2
-    assert st["retried_timeout"] == 1 and st["failed_timeout"] == 1 and st["ok"] == 0
-    summary = attempt_summary(st)
+    assert st.outcomes.count(kind="timeout") == st.sent.requests == 2
+    assert st.outcomes.count("retried", "timeout") == 1 and st.outcomes.count("failed", "timeout") == 1
+    assert st.outcomes.count("ok") == 0 and (st.calls, st.failed) == (0, 1)
+    summary = st.http()
     assert summary["requests"] == 2 and summary["retried"]["timeout"]["requests"] == 1
     assert summary["failed"] == {"timeout": {"requests": 1, "tokens_in": 0, "tokens_out": 0}}
 
@@ -200,10 +202,13 @@ async def test_a_timeout_shrinks_the_window_and_is_counted(tmp_path, server_fact
 def test_progress_line_shows_errors_by_kind_retries_timeouts_and_tokens_per_second():
     from evol.progress import describe
 
-    source = {"requests_sent": 10, "tokens_in": 900, "tokens_out": 100, "ok": 6, "ok_tokens_in": 600,
-              "ok_tokens_out": 90, "retried_429": 2, "retried_parse": 1, "retried_parse_tokens_in": 300,
-              "retried_parse_tokens_out": 10, "failed_timeout": 1}
-    stats = RunStats(total=5, started=100.0, sources=[source])
+    source = CallStats(by_outcome=True)
+    source.sent.add(10, 900, 100)
+    source.outcomes.add("ok", 6, 600, 90)
+    source.outcomes.add("retried_429", 2)
+    source.outcomes.add("retried_parse", 1, 300, 10)
+    source.outcomes.add("failed_timeout", 1)
+    stats = RunStats(total=5, started=100.0, backends=[source, CallStats()])
     line = describe(stats, now=110.0)
     assert "1.0 req/s, 100 tok/s" in line
     assert "retries 3 (429 x2, parse x1)" in line and "timeouts 1" in line

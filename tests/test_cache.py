@@ -67,7 +67,7 @@ async def test_hit_avoids_the_inner_call(tmp_path: Path, images: ImageStore):
     assert len(inner.calls) == 1
     assert not first.cached and second.cached
     assert second.data == first.data and second.tokens_in == 10 and second.finish_reason == "stop"
-    assert (backend.hits, backend.misses) == (1, 1)
+    assert (backend.stats.cached, backend.stats.calls) == (1, 1)
 
 
 def test_key_covers_what_shapes_the_answer(tmp_path: Path, images: ImageStore):
@@ -101,7 +101,7 @@ async def test_concurrent_identical_requests_share_one_call(tmp_path: Path, imag
     assert len(inner.calls) == 1
     assert {r.data["n"] for r in replies} == {1}
     assert sum(not r.cached for r in replies) == 1  # only one reply spent tokens
-    assert (backend.misses, backend.hits, backend.shared) == (1, 4, 4)
+    assert (backend.stats.calls, backend.stats.cached, backend.stats.shared) == (1, 4, 4)
 
 
 async def test_failures_are_not_cached(tmp_path: Path, images: ImageStore):

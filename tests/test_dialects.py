@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from conftest import evolve_args, read_jsonl, run_cli, write_llava_seeds
-from evol.backends.base import BackendError, Message, Request, RunStopped, Sampling, Text
+from evol.backends.base import BackendError, Message, Request, RunStopped, Sampling
 from evol.backends.jsonfix import schema_instruction
 from evol.backends.limits import Limiter
 from evol.backends.openai import OpenAIBackend
@@ -127,7 +127,8 @@ async def test_auto_steps_down_on_a_refusal_of_any_status(status, caplog):
     assert first.data == second.data == {"answer": "hi"}
     # each refused call was resent at once in the next dialect; none counted as an attempt
     assert kinds(bodies) == ["json_schema", "json_object", "prompt", "prompt"]
-    assert b.dialect == "prompt" and b.stats["retries"] == 0 and b.stats["errors_5xx"] == 0
+    assert b.dialect == "prompt" and b.stats.outcomes.count("retried") == b.stats.outcomes.count("retried", "refused")
+    assert b.stats.outcomes.count(kind="5xx") == 0
     steps = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(steps) == 2 and "json_schema" in steps[0] and "json_object" in steps[1]
 

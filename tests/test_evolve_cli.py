@@ -341,4 +341,24 @@ def test_help_shows_the_defaults_in_brackets():
     res = run_cli("evolve", "--help")
     text = " ".join(res.stdout.split())
     assert res.returncode == 0
-    assert "auto, cpu or cuda [auto]" in text and "Send pixels to the model [yes]" in text
+    assert "auto, cpu, cuda or cuda:N [auto]" in text and "Send pixels to the model [yes]" in text
+    assert "Evolution rounds [3]" in text and "Requests in flight at most [64]" in text
+
+
+def test_flags_come_from_the_settings_models():
+    """One source for each setting: every field of the config models is a flag of its
+    command, with the model's default in the help, and nothing else is."""
+    from evol import config
+
+    for cmd, models in ((("evolve",), (config.EvolveConfig, config.RunOptions)),
+                        (("seed", "svit"), (config.SvitConfig,)), (("seed", "provision"), (config.ProvisionConfig,)),
+                        (("analyze",), (config.AnalyzeConfig,)), (("select",), (config.SelectConfig,))):
+        text = run_cli(*cmd, "--help").stdout
+        for model in models:
+            for name, field in model.model_fields.items():
+                cli = (field.json_schema_extra or {}).get("cli", {})
+                if cli.get("argument"):
+                    continue
+                flag = cli.get("flag") or "--" + name.replace("_", "-")
+                first = (flag if isinstance(flag, str) else flag[0]).split("/")[0]
+                assert first in text, f"evol {' '.join(cmd)}: {name} has no flag {first}"

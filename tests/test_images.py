@@ -186,6 +186,28 @@ def test_corrupt_and_missing_when_encoding(root: Path):
         store.data_url("nope.png")
 
 
+def test_load_gives_the_pixels_data_url_sends(root: Path):
+    """Local backends take pixels (`load`): the same downscale and rotation as `data_url`."""
+    store = ImageStore(root, max_side=256)
+    img = store.load("sub/wide.jpg")
+    assert img.mode == "RGB" and img.size == (256, 128) == decode(store.data_url("sub/wide.jpg"))[1].size
+    assert store.load("a.jpg").size == (64, 48)  # never upscaled
+    assert store.load("alpha.png").mode == "RGB"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown rotated a quarter turn
+    Image.new("RGB", (400, 100), (1, 2, 3)).save(root / "turned.jpg", exif=exif)
+    assert store.load("turned.jpg").size == (64, 256) == decode(store.data_url("turned.jpg"))[1].size
+    assert store.load(store.data_url("sub/wide.jpg")).size == (256, 128)
+    with pytest.raises(ImageError, match="corrupt or not an image: bad.jpg"):
+        store.load("bad.jpg")
+    with pytest.raises(ImageError, match="image not found: nope.png"):
+        store.load("nope.png")
+    with pytest.raises(ImageError, match="not fetched by a local backend"):
+        store.load("https://example.org/a.jpg")
+    with pytest.raises(ImageError, match="image too large"):
+        ImageStore(root, max_pixels=1000).load("a.jpg")
+
+
 async def test_async_encoding_matches(root: Path):
     store = ImageStore(root, max_side=128)
     assert await store.adata_url("sub/wide.jpg") == store.data_url("sub/wide.jpg")

@@ -282,7 +282,8 @@ async def test_schema_answer_is_parsed(server, make):
     assert reply.finish_reason == "stop" and not reply.cached
     assert reply.tokens_in >= 2 * 85  # the server counts 85 per image part
     assert reply.tokens_out > 0
-    assert backend.stats["requests_sent"] == 1 and backend.stats["tokens_in"] == reply.tokens_in
+    st = backend.stats
+    assert st.sent.requests == 1 and st.sent.tokens_in == st.tokens_in == reply.tokens_in and st.calls == 1
 
 
 async def test_payload_shape(root, make):
@@ -327,7 +328,9 @@ async def test_no_schema_server_triggers_one_fallback(make, caplog, system):
     # prompt is in test_dialects.py)
     assert json.loads(replies[0].text) == replies[0].data
     assert backend.dialect == "json_object" and srv.stats()["status"].get("400") == 1
-    assert backend.stats["requests_sent"] == 4 and backend.stats["retries"] == 0
+    # the refused requests were resent at once: none was an attempt of its own
+    retried = backend.stats.outcomes.count("retried")
+    assert backend.stats.sent.requests == 4 and retried == backend.stats.outcomes.count("retried", "refused") == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "json_schema" in warnings[0].getMessage()
 
@@ -343,9 +346,11 @@ async def test_injected_faults_are_all_recovered(make):
         srv.stop()
     assert all(isinstance(r.data, dict) for r in replies)
     st, server_stats = backend.stats, srv.stats()
-    assert st["errors_429"] > 0 and st["errors_5xx"] > 0 and st["parse_failures"] > 0
-    assert st["retries"] == st["errors_429"] + st["errors_5xx"] + st["parse_failures"]
-    assert st["requests_sent"] == server_stats["requests"] == n + st["retries"] <= n * 10
+    retried = st.outcomes.count("retried")
+    assert all(st.outcomes.count("retried", kind) > 0 for kind in ("429", "5xx", "parse"))
+    assert retried == sum(st.outcomes.count("retried", kind) for kind in ("429", "5xx", "parse"))
+    assert st.sent.requests == server_stats["requests"] == n + retried <= n * 10
+    assert st.outcomes.count("failed") == 0 and st.outcomes.count("ok") == st.calls == n
 
 
 async def test_timeout_is_retried(make):
@@ -359,7 +364,7 @@ async def test_timeout_is_retried(make):
         await backend.aclose()
         srv.stop()
     assert isinstance(reply.data, dict)
-    assert backend.stats["timeouts"] >= 1 and srv.stats()["timeouts"] >= 1
+    assert backend.stats.outcomes.count(kind="timeout") >= 1 and srv.stats()["timeouts"] >= 1
     assert time.monotonic() - t0 < 60  # loose: the hang is 600 s, so the hung call was given up
 
 
@@ -381,7 +386,8 @@ async def test_other_400_is_not_retried_and_hides_the_key(make, caplog):
         finally:
             await backend.aclose()
     text = str(info.value)
-    assert hits == [1] and backend.stats["retries"] == 0
+    assert hits == [1] and backend.stats.outcomes.count("retried") == 0
+    assert backend.stats.outcomes.count("failed", "4xx") == backend.stats.failed == 1
     assert "400" in text and "max_tokens too large" in text and "rec9/r2/judge" in text
     assert SECRET not in text and SECRET not in repr(info.value)
     assert info.value.__cause__ is None
@@ -406,7 +412,7 @@ async def test_429_retry_after_cools_the_shared_limiter(make):
             await backend.aclose()
     assert reply.data == {"items": [], "score": 2}
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.28
-    assert backend.stats["errors_429"] == 1
+    assert backend.stats.outcomes.count(kind="429") == 1
 
 
 async def test_garbage_forever_raises_parse_error_naming_the_tag(make):
@@ -419,7 +425,7 @@ async def test_garbage_forever_raises_parse_error_naming_the_tag(make):
         await backend.aclose()
         srv.stop()
     assert "3 attempt" in str(info.value)
-    assert backend.stats["requests_sent"] == 3 == srv.stats()["requests"]
+    assert backend.stats.sent.requests == 3 == srv.stats()["requests"]
 
 
 async def test_5xx_forever_gives_up_after_max_attempts(make):
@@ -447,7 +453,7 @@ async def test_connection_errors_are_retried_then_reported(make, caplog):
             await backend.complete(request())
     finally:
         await backend.aclose()
-    assert backend.stats["connection_errors"] == 2
+    assert backend.stats.outcomes.count(kind="connection") == 2
     assert SECRET not in str(info.value) and SECRET not in caplog.text
 
 
@@ -471,4 +477,4 @@ async def test_missing_image_is_a_backend_error_without_a_call(server, make):
             await backend.complete(request(images=("nope.png",)))
     finally:
         await backend.aclose()
-    assert server.stats()["requests"] == before and backend.stats["requests_sent"] == 0
+    assert server.stats()["requests"] == before and backend.stats.sent.requests == 0

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from evol.provision import loaders
+from conftest import copy_samples, edit_stage
 from evol.provision.graph import GraphError, Relation, SceneGraph
-from evol.provision.loaders import graph_from_json, graph_to_json, load_provision, load_visual_genome
+from evol.provision.loaders import common, graph_from_json, graph_to_json, load_provision, load_visual_genome
 from evol.provision.vocab import attribute_category, is_countable, normalize_attribute
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ EXPECTED_OBJECTS = {"astronaut": 10, "chelsea": 7, "coffee": 6, "rocket": 9}
 
 def load_all(folder: Path, masks: bool = True, **kw) -> dict[str, SceneGraph | GraphError]:
     out = {}
-    for g in load_provision(folder, masks_dir=folder / "masks" if masks else None,
+    for g in load_provision(folder, masks_dir=folder / "seg_masks" if masks else None,
                             image_root=kw.pop("image_root", SEEDS), **kw):
         assert g.image_id not in out
         out[g.image_id] = g
@@ -36,16 +36,7 @@ def load_all(folder: Path, masks: bool = True, **kw) -> dict[str, SceneGraph | G
 @pytest.fixture
 def copy(tmp_path: Path) -> Path:
     """A private copy of the shipped samples to break."""
-    dest = tmp_path / "sg"
-    shutil.copytree(SAMPLES, dest, ignore=shutil.ignore_patterns("*.py", "*.md"))
-    return dest
-
-
-def edit_stage(folder: Path, stage: str, change) -> None:
-    path = folder / f"{stage}.json"
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
+    return copy_samples(tmp_path / "sg")
 
 
 def find(g: SceneGraph, label: str) -> int:
@@ -109,7 +100,7 @@ def test_masks_are_not_loaded_without_masks_dir(monkeypatch):
     def refuse(path):
         raise AssertionError(f"opened a pickle: {path}")
 
-    monkeypatch.setattr(loaders, "load_mask_file", refuse)
+    monkeypatch.setattr(common, "load_mask_file", refuse)
     graphs = load_all(SAMPLES, masks=False)
     assert list(graphs) == list(EXPECTED_OBJECTS)
     for g in graphs.values():
@@ -152,32 +143,32 @@ def _relation_past_objects(folder):
 
 def _mask_shape(folder):
     masks = [sparse.csr_matrix(np.ones((100, 100), bool)) for _ in range(9)]
-    (folder / "masks" / "rocket.pkl.gz").write_bytes(gzip.compress(pickle.dumps(masks)))
+    (folder / "seg_masks" / "rocket.pkl.gz").write_bytes(gzip.compress(pickle.dumps(masks)))
     return "rocket", "mask 0 shape (100, 100)"
 
 
 def _missing_npy(folder):
-    (folder / "astronaut_depth.npy").unlink()
+    (folder / "depth_masks" / "astronaut_depth.npy").unlink()
     return "astronaut", "depth file 'astronaut_depth.npy' is missing"
 
 
 def _corrupt_npy(folder):
-    (folder / "astronaut_depth.npy").write_bytes(b"\x93NUMPY garbage")
+    (folder / "depth_masks" / "astronaut_depth.npy").write_bytes(b"\x93NUMPY garbage")
     return "astronaut", "cannot be read"
 
 
 def _depth_shape(folder):
-    np.save(folder / "chelsea_depth.npy", np.zeros((301, 451), np.uint8))
+    np.save(folder / "depth_masks" / "chelsea_depth.npy", np.zeros((301, 451), np.uint8))
     return "chelsea", "depth map shape (301, 451)"
 
 
 def _corrupt_pickle(folder):
-    (folder / "masks" / "astronaut.pkl.gz").write_bytes(b"not a pickle")
+    (folder / "seg_masks" / "astronaut.pkl.gz").write_bytes(b"not a pickle")
     return "astronaut", "mask file 'astronaut.pkl.gz' cannot be read"
 
 
 def _missing_pickle(folder):
-    (folder / "masks" / "coffee.pkl.gz").unlink()
+    (folder / "seg_masks" / "coffee.pkl.gz").unlink()
     return "coffee", "mask file 'coffee.pkl.gz' is missing"
 
 
@@ -222,7 +213,7 @@ def test_missing_stage_file_raises_before_iterating(tmp_path):
 def test_explicit_files_and_depth_dir(tmp_path):
     depth_dir = tmp_path / "depth"
     depth_dir.mkdir()
-    for p in SAMPLES.glob("*_depth.npy"):
+    for p in (SAMPLES / "depth_masks").glob("*_depth.npy"):
         shutil.copy(p, depth_dir / p.name)
     files = [SAMPLES / "attributes.json", SAMPLES / "depth.json", SAMPLES / "detection.json"]
     graphs = list(load_provision(files, masks_dir=None, depth_dir=depth_dir, image_root=None))
@@ -293,7 +284,7 @@ class _Sneaky:
 
 def test_mask_pickle_cannot_run_code(copy, tmp_path):
     marker = tmp_path / "pwned"
-    (copy / "masks" / "chelsea.pkl.gz").write_bytes(pickle.dumps([_Sneaky(marker)]))
+    (copy / "seg_masks" / "chelsea.pkl.gz").write_bytes(pickle.dumps([_Sneaky(marker)]))
     err = load_all(copy)["chelsea"]
     assert isinstance(err, GraphError) and "not allowed" in str(err)
     assert not marker.exists()
@@ -301,7 +292,7 @@ def test_mask_pickle_cannot_run_code(copy, tmp_path):
 
 def test_mask_id_cannot_leave_masks_dir(copy):
     edit_stage(copy, "segmentation", lambda d: d["rocket"]["annotation"].update(seg_mask_id="../rocket.pkl.gz"))
-    shutil.copy(copy / "masks" / "rocket.pkl.gz", copy / "rocket.pkl.gz")
+    shutil.copy(copy / "seg_masks" / "rocket.pkl.gz", copy / "rocket.pkl.gz")
     err = load_all(copy)["rocket"]
     assert isinstance(err, GraphError) and "outside masks_dir" in str(err)
 
@@ -394,7 +385,7 @@ def test_graph_json_round_trip():
     line = json.dumps(graph_to_json(g))
     d = json.loads(line)
     assert d["depth"] == "astronaut_depth.npy" and d["masks"] == "astronaut.pkl.gz"
-    back = graph_from_json(d, depth_dir=SAMPLES, masks_dir=SAMPLES / "masks")
+    back = graph_from_json(d, depth_dir=SAMPLES / "depth_masks", masks_dir=SAMPLES / "seg_masks")
     assert [(o.label, tuple(o.box), o.attributes) for o in back.objects] == \
         [(o.label, tuple(o.box), o.attributes) for o in g.objects]
     assert back.relations == g.relations and (back.width, back.height, back.image) == (g.width, g.height, g.image)

@@ -16,7 +16,7 @@ GRAPHS = SEEDS / "scene_graphs"
 
 
 def seed_args(out, *extra):
-    return ["seed", "provision", "--annotations", str(GRAPHS), "--masks", str(GRAPHS / "masks"),
+    return ["seed", "provision", "--annotations", str(GRAPHS), "--masks", str(GRAPHS / "seg_masks"),
             "--image-root", str(SEEDS), "--out", str(out), "--per-generator", "2", "--mc-ratio", "0.5",
             "--seed", "7", *extra]
 
@@ -74,7 +74,7 @@ def test_bad_graphs_are_named_skipped_and_counted(tmp_path):
     (folder / "detection.json").write_text(json.dumps(det))
     (folder / "relations.json").write_text(json.dumps(rel))
     out = tmp_path / "seeds.jsonl"
-    res = run_cli("seed", "provision", "--annotations", str(folder), "--masks", str(folder / "masks"),
+    res = run_cli("seed", "provision", "--annotations", str(folder), "--masks", str(folder / "seg_masks"),
                   "--image-root", str(SEEDS), "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert first in res.stderr and second in res.stderr and "2 images skipped" in res.stderr
@@ -119,7 +119,7 @@ def test_every_generator_names_skills_from_the_shared_ability_list():
 def _sample_graphs():
     from evol.provision.loaders import load_provision
 
-    return [g for g in load_provision(GRAPHS, masks_dir=GRAPHS / "masks", image_root=SEEDS)
+    return [g for g in load_provision(GRAPHS, masks_dir=GRAPHS / "seg_masks", image_root=SEEDS)
             if not isinstance(g, Exception)]
 
 
@@ -218,7 +218,7 @@ def test_every_single_image_generator_yields_nothing_for_an_empty_graph(name):
 def test_multi_image_records_carry_every_images_boxes_and_leftovers_are_named(tmp_path):
     out = tmp_path / "multi.jsonl"
     graphs = SEEDS / "scene_graphs"
-    res = run_cli("seed", "provision", "--annotations", str(graphs), "--masks", str(graphs / "masks"),
+    res = run_cli("seed", "provision", "--annotations", str(graphs), "--masks", str(graphs / "seg_masks"),
                   "--image-root", str(SEEDS), "--out", str(out), "--images", "3", "--no-single", "--seed", "1")
     assert res.returncode == 0, res.stderr
     recs = read_jsonl(out)
@@ -235,7 +235,7 @@ def _many_graphs(folder, copies=4):
     images: two that fail on their stage entries (seen by the frequency pass) and two whose
     mask file is corrupt (found only when masks load, after grouping was planned)."""
     shutil.copytree(GRAPHS, folder, ignore=shutil.ignore_patterns("*.py", "*.md"))
-    (folder / "masks" / "broken.pkl").write_bytes(b"not a pickle")
+    (folder / "seg_masks" / "broken.pkl").write_bytes(b"not a pickle")
     for stage in ("detection", "segmentation", "depth", "attributes", "relations"):
         path = folder / f"{stage}.json"
         data = json.loads(path.read_text())
@@ -272,7 +272,7 @@ def test_workers_keep_bad_images_groups_and_rejects_in_order(tmp_path):
     got = {}
     for w in ("1", "2"):
         out = tmp_path / f"w{w}.jsonl"
-        res = run_cli("seed", "provision", "--annotations", str(folder), "--masks", str(folder / "masks"),
+        res = run_cli("seed", "provision", "--annotations", str(folder), "--masks", str(folder / "seg_masks"),
                       "--image-root", str(SEEDS), "--out", str(out), "--images", "2,3", "--seed", "3",
                       "--workers", w, env={"PYTHONHASHSEED": str(w)})
         assert res.returncode == 0, res.stderr
@@ -289,14 +289,15 @@ def test_workers_keep_bad_images_groups_and_rejects_in_order(tmp_path):
 @pytest.mark.parametrize("sizes", [None, [2, 3], [4]])
 def test_parallel_records_equal_one_process_records_when_guesses_fail(tmp_path, monkeypatch, sizes):
     """Small chunks, and masks that fail only when read: grouping planned from the frequency
-    pass goes wrong and is planned again, and the records still equal one process's."""
+    pass goes wrong and is planned again, and the records still equal `provision_records`'s,
+    in worker processes and in this one (workers=1 runs the same chunks here)."""
     from evol.provision import parallel
     from evol.provision.base import Frequencies, GenContext
     from evol.provision.loaders import load_provision, read_provision
     from evol.provision.seed import SeedReport, provision_records
 
     folder = _many_graphs(tmp_path / "graphs")
-    load = lambda masks: load_provision(folder, masks_dir=folder / "masks" if masks else None, image_root=SEEDS)
+    load = lambda masks: load_provision(folder, masks_dir=folder / "seg_masks" if masks else None, image_root=SEEDS)
     freq = Frequencies()
     for g in load(False):
         if not isinstance(g, Exception):
@@ -307,13 +308,14 @@ def test_parallel_records_equal_one_process_records_when_guesses_fail(tmp_path, 
     plans = []
     plan = parallel._plan
     monkeypatch.setattr(parallel, "_plan", lambda *a: plans.append(a[3]) or plan(*a))
-    for source, chunk in ((read_provision(folder, masks_dir=folder / "masks", image_root=SEEDS), 1),
-                          (read_provision(folder, masks_dir=folder / "masks", image_root=SEEDS), 3),
-                          (load, 2)):
+    for source, chunk, workers in ((read_provision(folder, masks_dir=folder / "seg_masks", image_root=SEEDS), 1, 2),
+                                   (read_provision(folder, masks_dir=folder / "seg_masks", image_root=SEEDS), 3, 2),
+                                   (read_provision(folder, masks_dir=folder / "seg_masks", image_root=SEEDS), 2, 1),
+                                   (load, 2, 2), (load, 3, 1)):
         plans.clear()
         many = SeedReport()
         got = b"".join(parallel.provision_jsonl(source, ctx=GenContext(mc_ratio=0.3), seed=9, group_sizes=sizes,
-                                                report=many, workers=2, chunk_size=chunk))
+                                                report=many, workers=workers, chunk_size=chunk))
         assert got == want
         assert (many.images, many.skipped, many.ungrouped) == (one.images, one.skipped, one.ungrouped)
         assert many.asked == one.asked and many.produced == one.produced
@@ -328,7 +330,7 @@ def test_parallel_runs_under_spawn_too():
     from evol.provision.loaders import read_provision
 
     def run(method):
-        source = read_provision(GRAPHS, masks_dir=GRAPHS / "masks", image_root=SEEDS)
+        source = read_provision(GRAPHS, masks_dir=GRAPHS / "seg_masks", image_root=SEEDS)
         return b"".join(parallel.provision_jsonl(source, ctx=GenContext(), seed=4, group_sizes=[3], workers=2,
                                                  chunk_size=1, start_method=method))
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import evolve_args, read_jsonl, run_cli, write_llava_seeds
-from evol.backends.base import Message, Reply, ReplyParseError, Request, Sampling, Text
+from evol.backends.base import Message, Reply, ReplyParseError, Request, Sampling
 from evol.backends.hf import HFEngine
 from evol.backends.limits import Limiter
 from evol.backends.openai import OpenAIBackend
@@ -205,7 +205,8 @@ async def test_invalid_verdicts_are_retried_then_fail_and_are_never_cached(
             # every attempt reached the server, and the second call asked again: nothing cached
             assert srv.stats()["scripted"] == ATTEMPTS * call
             assert len(backend.cache) == 0
-        assert inner.stats["parse_failures"] == 2 * ATTEMPTS and inner.stats["retries"] == 2 * (ATTEMPTS - 1)
+        assert inner.stats.outcomes.count(kind="parse") == 2 * ATTEMPTS
+        assert inner.stats.outcomes.count("retried") == 2 * (ATTEMPTS - 1) and inner.stats.failed == 2
     finally:
         await backend.aclose()
         backend.cache.close()
@@ -374,6 +375,7 @@ def test_vllm_fails_only_the_request_its_validate_refuses():
     assert isinstance(second, ReplyParseError) and str(second) == "rv/r1/judge: verdict e2: the reason is empty"
     assert isinstance(third, ReplyParseError)
     assert str(third) == "rv/r1/judge: reply cut off at --max-tokens 50 (finish_reason length)"
-    assert backend.stats["engine_calls"] == 1  # one batch, one engine call
+    assert backend.stats.batches == 1  # one batch, one engine call
+    assert (backend.stats.calls, backend.stats.failed) == (1, 2)
     with pytest.raises(ReplyParseError, match="verdict e2: the reason is empty"):
         reply_from_output(_judge_request(), _vllm_output(bad))

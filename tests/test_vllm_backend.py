@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 
 from conftest import SEEDS
 from evol.backends.base import BackendError, Image, Message, ReplyParseError, Request, Sampling, Text
-from evol.backends.vllm import chat_messages, reply_from_output, sampling_params, sampling_spec
+from evol.backends.vllm import reply_from_output, request_messages, sampling_params, sampling_spec
 from evol.images import ImageError, ImageStore
 
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
@@ -38,7 +38,7 @@ def answer_all(backend, requests) -> list:
 
 def test_messages_carry_text_as_strings_and_images_as_data_urls():
     images = ImageStore(SEEDS, max_side=64)
-    msgs = chat_messages(make_request(Image("coffee.jpg"), Image("rocket.jpg"), Text("Compare them.")), images)
+    msgs = request_messages(make_request(Image("coffee.jpg"), Image("rocket.jpg"), Text("Compare them.")), images)
     assert msgs[0] == {"role": "system", "content": "Be exact."}
     parts = msgs[1]["content"]
     assert [p["type"] for p in parts] == ["image_url", "image_url", "text"] and parts[2]["text"] == "Compare them."
@@ -48,7 +48,7 @@ def test_messages_carry_text_as_strings_and_images_as_data_urls():
         with PILImage.open(io.BytesIO(base64.b64decode(payload))) as img:
             assert max(img.size) == 64, "downscaled like the OpenAI backend's images"
     with pytest.raises(ImageError, match="image not found: missing.jpg"):
-        chat_messages(make_request(Image("missing.jpg"), Text("?")), images)
+        request_messages(make_request(Image("missing.jpg"), Text("?")), images)
 
 
 def test_sampling_spec_follows_the_request():
@@ -113,7 +113,7 @@ def test_vllm_engine_answers_in_schema_with_images(request):
     reqs = [make_request(Image("coffee.jpg"), Text("What is it?"), sampling=Sampling(0.7, 1.0, 64, k)) for k in range(3)]
 
     results = answer_all(backend, reqs)
-    assert backend.stats["engine_calls"] == 1, "requests that arrive together go to the engine together"
+    assert backend.stats.batches == 1, "requests that arrive together go to the engine together"
     for res in results:
         assert not isinstance(res, BackendError) or "cut off" in str(res)
 
@@ -146,7 +146,8 @@ def test_requests_arriving_together_make_one_engine_call_and_a_bad_image_fails_a
     reqs.insert(2, make_request(Image("no-such.jpg"), Text("Where?")))
 
     results = answer_all(backend, reqs)
-    assert len(llm.calls) == 1 and backend.stats == {"requests": 6, "engine_calls": 1, "largest_call": 5}
+    st = backend.stats  # the request with the missing image never reached the engine
+    assert len(llm.calls) == 1 and (st.sent.requests, st.batches, st.largest_batch) == (5, 1, 5)
     convs, params = llm.calls[0]
     assert [p.kwargs["seed"] for p in params] == [0, 1, 2, 3, 4]
     assert all(p.kwargs["structured_outputs"].kwargs == {"json": SCHEMA} for p in params)

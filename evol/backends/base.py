@@ -157,12 +157,57 @@ class Reply:
         )
 
 
+def image_url_part(url: str, detail: str | None = None) -> dict[str, Any]:
+    """An OpenAI ``image_url`` content part; `detail` ("low", "high", "auto") when given."""
+    image_url = {"url": url}
+    if detail:
+        image_url["detail"] = detail
+    return {"type": "image_url", "image_url": image_url}
+
+
+def chat_messages(request: Request, image: Callable[[str], dict[str, Any]] | None, *,
+                  content: str = "string") -> list[dict[str, Any]]:
+    """The request as OpenAI-style chat messages, the one shape every backend sends.
+
+    Text parts become ``{"type": "text", "text": ...}`` parts and each image part what
+    ``image(ref)`` returns (an ``image_url`` part with a data URL for a server, an
+    ``{"type": "image"}`` placeholder for a local chat template); with `image` None image
+    parts are left out (a text-only model). `content` says how a message's parts are
+    written: "string" (OpenAI's form: a message of one text part is a plain string, any
+    other a list of parts), "parts" (always a list) or "joined" (the texts alone, joined
+    by blank lines into one string).
+    """
+    out: list[dict[str, Any]] = []
+    for msg in request.messages:
+        parts: list[dict[str, Any]] = []
+        for part in msg.parts:
+            if isinstance(part, Text):
+                parts.append({"type": "text", "text": part.text})
+            elif isinstance(part, Image) and image is not None:
+                parts.append(image(part.ref))
+        if content == "joined":
+            body: Any = "\n\n".join(p["text"] for p in parts if p["type"] == "text")
+        elif content == "string" and len(parts) == 1 and parts[0]["type"] == "text":
+            body = parts[0]["text"]
+        else:
+            body = parts
+        out.append({"role": msg.role, "content": body})
+    return out
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """Async chat with images and a JSON schema.
+    """The one interface to a model: async chat with images and a JSON schema.
+
+    Everything above it (operators, the judge, the runner, the seed generators) speaks
+    `Request` and `Reply` only, so a run moves between an OpenAI-compatible server
+    (`evol.backends.openai`), offline vLLM and transformers without another change, and
+    the request cache (`evol.cache.CachedBackend`) wraps any of them. MMEvol (arXiv
+    2409.05840) evolves its data with one strong model behind such a chat interface.
 
     `model` is the model name, part of every cache key. `complete` raises `BackendError`
     (or `ReplyParseError`) when a call fails for good; it never returns a half answer.
+    `stats`, where a backend keeps one, is its `evol.stats.CallStats`.
     """
 
     model: str

@@ -30,10 +30,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import asyncio  # noqa: E402
-import base64
 import contextlib
 import functools
-import io
 import json
 import logging
 import threading
@@ -41,27 +39,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from evol.backends.base import BackendError, Image, Reply, ReplyParseError, Request, Text
+from evol.backends.base import BackendError, Reply, ReplyParseError, Request, chat_messages
 from evol.backends.batching import BatchingBackend, Job
 from evol.backends.jsonfix import extract_json
 from evol.backends.local import EMBEDDED_NAME, ModelSource, bounded_schema, embedded_model
 from evol.backends.schemacheck import schema_problem
-from evol.images import ImageError, ImageStore, is_url
+from evol.images import ImageError, ImageStore
+from evol.stats import CallStats
 
 #: (max string length, max list length) for the embedded default; see `load_hf_backend`.
 EMBEDDED_BOUNDS: tuple[int, int] = (200, 5)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EngineStats:
-    requests: int = 0
-    batches: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    generate_s: float = 0.0
-    largest_batch: int = 0
 
 
 def pick_device(device: str) -> str:
@@ -142,57 +131,27 @@ class HFEngine:
         self.vocab_size = vocab
         eos = self.tokenizer.eos_token_id
         self.stop_ids = sorted(set(self.grammars.stop_ids) | ({eos} if eos is not None else set()))
-        self.stats = EngineStats()
+        self.stats = CallStats()  # every request decoded, and every batch
         self._lock = threading.Lock()
         self._warned_images = False
 
     # -- prompts --------------------------------------------------------------------
     def _chat(self, request: Request) -> tuple[list[dict[str, Any]], list[Any]]:
-        """The request as chat-template messages, and its images (PIL) in order."""
-        messages, pictures = [], []
-        for msg in request.messages:
-            texts = [p.text for p in msg.parts if isinstance(p, Text)]
-            refs = [p.ref for p in msg.parts if isinstance(p, Image)]
-            if not self.vision:
-                if refs and not self._warned_images:
-                    self._warned_images = True
-                    log.warning("%s is a text-only model: image parts are left out (run with --no-images "
-                                "so the prompts describe the pictures in words)", self.source.describe())
-                messages.append({"role": msg.role, "content": "\n\n".join(texts)})
-                continue
-            content: list[dict[str, Any]] = []
-            for part in msg.parts:
-                if isinstance(part, Image):
-                    pictures.append(self._load_image(part.ref))
-                    content.append({"type": "image"})
-                else:
-                    content.append({"type": "text", "text": part.text})
-            messages.append({"role": msg.role, "content": content})
-        return messages, pictures
+        """The request as chat-template messages (`chat_messages`: an ``{"type": "image"}``
+        placeholder per picture), and its pictures in order, as pixels (`ImageStore.load`)."""
+        if not self.vision:
+            if request.images() and not self._warned_images:
+                self._warned_images = True
+                log.warning("%s is a text-only model: image parts are left out (run with --no-images "
+                            "so the prompts describe the pictures in words)", self.source.describe())
+            return chat_messages(request, None, content="joined"), []
+        pictures: list[Any] = []
 
-    def _load_image(self, ref: str) -> Any:
-        from PIL import Image as PILImage, ImageOps
+        def image(ref: str) -> dict[str, Any]:
+            pictures.append(self.images.load(ref))
+            return {"type": "image"}
 
-        try:
-            if ref[:5].lower() == "data:":
-                raw = base64.b64decode(ref.partition(",")[2])
-            elif is_url(ref):
-                raise ImageError(f"remote images are not fetched by a local backend: {ref}")
-            else:
-                raw = self.images.resolve(ref).read_bytes()
-            with PILImage.open(io.BytesIO(raw)) as img:
-                img.load()
-                out = ImageOps.exif_transpose(img).convert("RGB")
-        except ImageError:
-            raise
-        except OSError as exc:
-            raise ImageError(f"image cannot be read: {ref} ({exc})") from None
-        except Exception:
-            raise ImageError(f"image is corrupt or not an image: {ref}") from None
-        side = self.images.max_side
-        if side and max(out.size) > side:
-            out.thumbnail((side, side))
-        return out
+        return chat_messages(request, image, content="parts"), pictures
 
     def _render(self, messages: list[dict[str, Any]]) -> str:
         owner = self.processor if self.vision else self.tokenizer
@@ -284,13 +243,10 @@ class HFEngine:
             stopped = n < len(tokens) and not controller.at_limit[i]  # the model chose to stop
             reply = Reply(text=text, tokens_in=int(lengths[i]), tokens_out=n + (1 if stopped else 0),
                           finish_reason="stop" if stopped else "length")
-            self.stats.tokens_in += reply.tokens_in
-            self.stats.tokens_out += reply.tokens_out
-            replies.append(self._with_data(req, reply, controller.broken[i], row.max_new_tokens))
-        self.stats.requests += len(requests)
-        self.stats.batches += 1
-        self.stats.generate_s += elapsed
-        self.stats.largest_batch = max(self.stats.largest_batch, len(requests))
+            result = self._with_data(req, reply, controller.broken[i], row.max_new_tokens)
+            self.stats.ran(reply, usable=isinstance(result, Reply))
+            replies.append(result)
+        self.stats.batch(len(requests), elapsed)
         return replies
 
     def _decode(self, inputs: Any, controller: Any, rows: list) -> Any:
@@ -398,6 +354,11 @@ class HFBackend(BatchingBackend):
     @property
     def text_only(self) -> bool:
         return not self.engine.vision
+
+    @property
+    def stats(self) -> CallStats:
+        """The engine's `CallStats`: every request it decoded, and every batch."""
+        return self.engine.stats
 
     async def _gather(self, queue: asyncio.Queue[Job]) -> list[Job]:
         """Up to `max_batch` jobs: what is queued, and what arrives within `batch_window`."""

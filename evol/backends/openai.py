@@ -39,10 +39,11 @@ status and the server's message. Texts taken from the server are scrubbed of the
 and URLs of their credentials. A timeout shrinks the shared window too (`Limiter.congested`,
 like a 429 without Retry-After): calls were queueing in the server.
 
-Accounting: every request sent counts once in `stats`, under its outcome (ok, retried or
-failed, by kind; see `__init__`) with the tokens the server reported for it;
-`attempt_summary` sums them for the manifest. An error raised after the last attempt
-carries what the call sent and spent (`BackendError.attempts`, `tokens_in`, `tokens_out`).
+Accounting: the backend's `stats` (an `evol.stats.CallStats`) counts each call answered
+or failed, and every request sent once under its outcome (ok, retried or failed, by kind;
+see `__init__`) with the tokens the server reported for it; `CallStats.http` sums them
+for the manifest. An error raised after the last attempt carries what the call sent and
+spent (`BackendError.attempts`, `tokens_in`, `tokens_out`).
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ from typing import Any
 
 import openai
 
-from evol.backends.base import (BackendError, Image, Reply, ReplyParseError, Request, RunStopped, Text,
-                                TransportError)
+from evol.backends.base import (BackendError, Reply, ReplyParseError, Request, RunStopped, TransportError,
+                                chat_messages, image_url_part)
 from evol.backends.health import Breaker
 from evol.backends.jsonfix import extract_json, schema_instruction
 from evol.backends.limits import Limiter, RetryableError, RetryableParseError, retry_policy
-from evol.images import ImageError, ImageStore, is_url
+from evol.images import ImageError, ImageStore
 from evol.redact import redact_url
+from evol.stats import CallStats
 
 log = logging.getLogger(__name__)
 
@@ -104,32 +106,23 @@ class OpenAIBackend:
         # the dialect requests go out in now: auto starts at json_schema and may step down
         self.dialect = "json_schema" if structured == "auto" else structured
         self._client: openai.AsyncOpenAI | None = None
-        # Every request sent counts under `requests_sent` and once under its outcome: "ok"
-        # (a usable answer), "retried_<kind>" (it failed and the call went on to another
-        # request) or "failed_<kind>" (the call's last request failed), each with
-        # "<outcome>_tokens_in"/"_tokens_out" as the server counted them. Kinds: 429, 5xx
-        # (and 408), timeout, connection, parse (an unusable answer), refused (a
-        # structured-output dialect the server refused: resent at once), 4xx, stopped (the
-        # run stopped), cancelled. `attempt_summary` makes the manifest's block of them.
-        self.stats: dict[str, int] = dict(
-            requests_sent=0, retries=0, errors_429=0, errors_5xx=0, timeouts=0,
-            connection_errors=0, parse_failures=0, tokens_in=0, tokens_out=0,
-            ok=0, ok_tokens_in=0, ok_tokens_out=0)
+        # Calls answered and failed, and every request sent (`stats.sent`, its tokens as the
+        # server counted them) once under its outcome (`stats.outcomes`): "ok" (a usable
+        # answer), "retried_<kind>" (it failed and the call went on to another request) or
+        # "failed_<kind>" (the call's last request failed). Kinds: 429, 5xx (and 408),
+        # timeout, connection, parse (an unusable answer), refused (a structured-output
+        # dialect the server refused: resent at once), 4xx, stopped (the run stopped),
+        # cancelled. `CallStats.http` makes the manifest's block of them.
+        self.stats = CallStats(by_outcome=True)
 
     # -- accounting -----------------------------------------------------------------
     def _sending(self) -> None:
         """A request goes out now (inside its slot)."""
-        self.stats["requests_sent"] += 1
+        self.stats.sent.requests += 1
         box = _ATTEMPT.get()
         if box is not None:
             box.sends += 1
             box.tokens_in = box.tokens_out = 0
-
-    def _outcome(self, key: str, tokens_in: int = 0, tokens_out: int = 0, n: int = 1) -> None:
-        st = self.stats
-        st[key] = st.get(key, 0) + n
-        st[key + "_tokens_in"] = st.get(key + "_tokens_in", 0) + tokens_in
-        st[key + "_tokens_out"] = st.get(key + "_tokens_out", 0) + tokens_out
 
     # -- plumbing -------------------------------------------------------------------
     def _secret(self) -> str:
@@ -162,24 +155,11 @@ class OpenAIBackend:
 
     # -- request building ---------------------------------------------------------------
     async def _messages(self, request: Request) -> tuple[list[dict[str, Any]], int]:
-        out, n_images = [], 0
-        for msg in request.messages:
-            parts: list[dict[str, Any]] = []
-            for part in msg.parts:
-                if isinstance(part, Text):
-                    parts.append({"type": "text", "text": part.text})
-                elif isinstance(part, Image):
-                    url = part.ref if is_url(part.ref) else await self.images.adata_url(part.ref)
-                    image_url = {"url": url}
-                    if self.image_detail:
-                        image_url["detail"] = self.image_detail
-                    parts.append({"type": "image_url", "image_url": image_url})
-                    n_images += 1
-            if len(parts) == 1 and parts[0]["type"] == "text":
-                out.append({"role": msg.role, "content": parts[0]["text"]})
-            else:
-                out.append({"role": msg.role, "content": parts})
-        return out, n_images
+        """The chat messages (`chat_messages`), local images as data URLs encoded off the
+        event loop, and how many image parts they hold."""
+        refs = request.images()
+        urls = {ref: await self.images.adata_url(ref) for ref in dict.fromkeys(refs)}
+        return chat_messages(request, lambda ref: image_url_part(urls[ref], self.image_detail)), len(refs)
 
     @staticmethod
     def _with_instruction(messages: list[dict[str, Any]], schema: dict[str, Any]) -> list[dict[str, Any]]:
@@ -264,8 +244,6 @@ class OpenAIBackend:
             async for attempt in retry_policy(self.max_attempts, self.backoff_base, self.backoff_cap):
                 with attempt:
                     attempts += 1
-                    if attempts > 1:
-                        self.stats["retries"] += 1
                     cost.begin()
                     try:
                         try:
@@ -316,11 +294,9 @@ class OpenAIBackend:
                     break
                 except openai.APIConnectionError as exc:  # includes APITimeoutError
                     if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
-                        self.stats["timeouts"] += 1
                         self.limiter.congested()  # calls queue in the server: fewer at once
                         self.breaker.failure(f"the server at {self.where} did not answer within {self.timeout:g} s")
                         raise RetryableError(f"timed out after {self.timeout:g} s", "timeout") from None
-                    self.stats["connection_errors"] += 1
                     cause = self._scrub(_root_cause(exc))
                     self.breaker.failure(f"cannot connect to {self.where}: {cause}")
                     raise RetryableError(f"cannot connect to {self.where}: {cause}", "connection") from None
@@ -336,13 +312,10 @@ class OpenAIBackend:
                                               "to find a way it takes")
                             self.breaker.check()
                     if status == 429:
-                        self.stats["errors_429"] += 1
                         self.limiter.cool_down(_retry_after(exc.response.headers))
                         self.breaker.failure(f"the server at {self.where} kept rate limiting (HTTP 429: {message})")
                         raise RetryableError(f"rate limited (HTTP 429): {message}", "429") from None
                     if status >= 500 or status == 408:
-                        if status >= 500:
-                            self.stats["errors_5xx"] += 1
                         self.breaker.failure(f"the server at {self.where} failed (HTTP {status}: {message})")
                         raise RetryableError(f"HTTP {status}: {message}", "5xx") from None
                     if status in (401, 403):
@@ -381,8 +354,8 @@ class OpenAIBackend:
         usage = resp.get("usage") or {}
         tokens_in = int(usage.get("prompt_tokens") or 0)
         tokens_out = int(usage.get("completion_tokens") or 0)
-        self.stats["tokens_in"] += tokens_in
-        self.stats["tokens_out"] += tokens_out
+        self.stats.sent.tokens_in += tokens_in
+        self.stats.sent.tokens_out += tokens_out
         choices = resp.get("choices") or []
         if not choices or not isinstance(choices[0], dict):
             raise RetryableError("reply without choices")
@@ -408,14 +381,12 @@ class OpenAIBackend:
                 else:
                     problem = schema_problem(request.schema, data)
             if problem is not None:
-                self.stats["parse_failures"] += 1
                 if finish == "length":  # the answer was never finished: whatever is left of it misleads
                     problem = f"reply cut off at --max-tokens {request.sampling.max_tokens} (finish_reason length)"
                 raise RetryableParseError(self._scrub(problem))
         if request.validate is not None:
             problem = request.validate(data)
             if problem:
-                self.stats["parse_failures"] += 1
                 raise RetryableParseError(self._scrub(str(problem)))
         return Reply(text=text, data=data, tokens_in=tokens_in, tokens_out=tokens_out,
                      finish_reason=finish)
@@ -469,7 +440,8 @@ def _kind(exc: BaseException) -> str:
 
 class _Cost:
     """What one `complete` call sent and spent, attempt by attempt: counts each request
-    under its outcome in the backend's stats, and tells the reply or error what it took.
+    under its outcome and the call itself in the backend's stats, and tells the reply or
+    error what it took.
 
     A failed attempt is "retried" once the next attempt sends, "failed" when the call ends
     without another request."""
@@ -487,12 +459,12 @@ class _Cost:
 
     def _sent(self) -> None:
         """This attempt sent: what failed before it was retried."""
-        box, backend = self.box, self.backend
+        box, outcomes = self.box, self.backend.stats.outcomes
         if self.pending is not None:
-            backend._outcome("retried_" + self.pending[0], *self.pending[1:])
+            outcomes.add("retried_" + self.pending[0], 1, *self.pending[1:])
             self.pending = None
         if box.sends > 1:  # refused dialects, resent at once
-            backend._outcome("retried_refused", n=box.sends - 1)
+            outcomes.add("retried_refused", box.sends - 1)
         self.sends += box.sends
         self.tokens_in += box.tokens_in
         self.tokens_out += box.tokens_out
@@ -500,7 +472,8 @@ class _Cost:
     def answered(self, reply: Reply) -> Reply:
         box = self.box
         self._sent()
-        self.backend._outcome("ok", box.tokens_in, box.tokens_out)
+        self.backend.stats.outcomes.add("ok", 1, box.tokens_in, box.tokens_out)
+        self.backend.stats.answered(reply)
         return reply
 
     def failed(self, exc: BaseException) -> None:
@@ -511,40 +484,12 @@ class _Cost:
 
     def close(self, exc: BackendError | None) -> BackendError | None:
         if self.pending is not None:
-            self.backend._outcome("failed_" + self.pending[0], *self.pending[1:])
+            self.backend.stats.outcomes.add("failed_" + self.pending[0], 1, *self.pending[1:])
             self.pending = None
         if exc is not None:
             exc.attempts, exc.tokens_in, exc.tokens_out = self.sends, self.tokens_in, self.tokens_out
+            self.backend.stats.gave_up(exc)
         return exc
-
-
-KINDS = ("429", "5xx", "timeout", "connection", "parse", "refused", "4xx", "stopped", "cancelled", "error")
-
-
-def attempt_summary(*stats: dict[str, int]) -> dict[str, Any] | None:
-    """The requests that `OpenAIBackend.stats` dicts counted, by outcome, for the manifest:
-    ``{"requests", "tokens_in", "tokens_out", "ok": {...}, "retried": {kind: {...}},
-    "failed": {kind: {...}}}`` where each {...} is ``{"requests", "tokens_in",
-    "tokens_out"}`` (kinds with none are left out). None when no dict has such counts."""
-    stats = tuple(st for st in stats if st and "ok" in st and "requests_sent" in st)
-    if not stats:
-        return None
-
-    def part(key: str) -> dict[str, int]:
-        return {"requests": sum(st.get(key, 0) for st in stats),
-                "tokens_in": sum(st.get(key + "_tokens_in", 0) for st in stats),
-                "tokens_out": sum(st.get(key + "_tokens_out", 0) for st in stats)}
-
-    out: dict[str, Any] = {"requests": sum(st["requests_sent"] for st in stats),
-                           "tokens_in": sum(st.get("tokens_in", 0) for st in stats),
-                           "tokens_out": sum(st.get("tokens_out", 0) for st in stats),
-                           "ok": part("ok")}
-    for outcome in ("retried", "failed"):
-        keys = sorted({k[len(outcome) + 1:] for st in stats for k in st
-                       if k.startswith(outcome + "_") and not k.endswith(("_tokens_in", "_tokens_out"))},
-                      key=lambda k: (KINDS.index(k) if k in KINDS else len(KINDS), k))
-        out[outcome] = {k: part(f"{outcome}_{k}") for k in keys if any(st.get(f"{outcome}_{k}") for st in stats)}
-    return out
 
 
 def _http_limits(**kw: int):

@@ -8,7 +8,7 @@ in a worker thread. Images travel as ``image_url`` parts holding data URLs made 
 engine's structured-output constraint (``StructuredOutputsParams`` in current vLLM,
 ``GuidedDecodingParams`` in releases before 0.12).
 
-The request-building functions (`chat_messages`, `sampling_spec`, `sampling_params`) are
+The request-building functions (`request_messages`, `sampling_spec`, `sampling_params`) are
 plain functions so they can be tested where vLLM is not installed (it needs a GPU and a
 CUDA build of torch: ``pip install 'evol[vllm]'`` on such a machine).
 """
@@ -17,33 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from types import ModuleType
 from typing import Any
 
-from evol.backends.base import BackendError, Image, Reply, ReplyParseError, Request, Text
+from evol.backends.base import BackendError, Reply, ReplyParseError, Request, chat_messages, image_url_part
 from evol.backends.batching import BatchingBackend, Job
 from evol.backends.jsonfix import extract_json
 from evol.backends.schemacheck import schema_problem
 from evol.images import ImageError, ImageStore
+from evol.stats import CallStats
 
 log = logging.getLogger(__name__)
 
 
-def chat_messages(request: Request, images: ImageStore) -> list[dict[str, Any]]:
-    """The request as OpenAI-style chat messages; local images become data URLs."""
-    out: list[dict[str, Any]] = []
-    for msg in request.messages:
-        parts: list[dict[str, Any]] = []
-        for part in msg.parts:
-            if isinstance(part, Text):
-                parts.append({"type": "text", "text": part.text})
-            elif isinstance(part, Image):
-                parts.append({"type": "image_url", "image_url": {"url": images.data_url(part.ref)}})
-        if len(parts) == 1 and parts[0]["type"] == "text":
-            out.append({"role": msg.role, "content": parts[0]["text"]})
-        else:
-            out.append({"role": msg.role, "content": parts})
-    return out
+def request_messages(request: Request, images: ImageStore) -> list[dict[str, Any]]:
+    """The request as chat messages (`chat_messages`); local images become data URLs."""
+    return chat_messages(request, lambda ref: image_url_part(images.data_url(ref)))
 
 
 def sampling_spec(request: Request, max_tokens: int | None = None) -> dict[str, Any]:
@@ -80,10 +70,18 @@ def reply_from_output(request: Request, output: Any, max_tokens: int | None = No
     (its values included: not every structured-output backend enforces ranges or counts)
     or the request's `validate` refuses it. `max_tokens` is the token limit the engine was
     given (the request's own when None), named when the answer was cut off there."""
+    return _checked(request, _raw_reply(output), max_tokens)
+
+
+def _raw_reply(output: Any) -> Reply:
+    """The text and token counts of one ``RequestOutput``, not yet checked."""
     done = output.outputs[0]
+    return Reply(text=done.text, tokens_in=len(output.prompt_token_ids or ()),
+                 tokens_out=len(done.token_ids or ()), finish_reason=done.finish_reason)
+
+
+def _checked(request: Request, reply: Reply, max_tokens: int | None) -> Reply:
     tag = request.tag or "request"
-    reply = Reply(text=done.text, tokens_in=len(output.prompt_token_ids or ()),
-                  tokens_out=len(done.token_ids or ()), finish_reason=done.finish_reason)
     if request.schema is not None:
         try:
             reply.data = extract_json(reply.text)
@@ -116,7 +114,7 @@ class VLLMBackend(BatchingBackend):
         self.llm, self.model, self.images = llm, name, images
         self.window, self.max_tokens = window, max_tokens
         self._sp = sp  # vllm.sampling_params, or a stand-in with the same names (tests)
-        self.stats = {"requests": 0, "engine_calls": 0, "largest_call": 0}
+        self.stats = CallStats()  # every request the engine ran; one batch per engine call
 
     async def _gather(self, queue: asyncio.Queue[Job]) -> list[Job]:
         """Everything queued after a short window: vLLM schedules the whole list itself."""
@@ -131,7 +129,7 @@ class VLLMBackend(BatchingBackend):
         convs, params, idx = [], [], []
         for i, req in enumerate(requests):
             try:
-                convs.append(chat_messages(req, self.images))
+                convs.append(request_messages(req, self.images))
                 params.append(sampling_params(sampling_spec(req, self.max_tokens), self._sp))
                 idx.append(i)
             except ImageError as exc:
@@ -139,23 +137,24 @@ class VLLMBackend(BatchingBackend):
             except BackendError as exc:
                 results[i] = BackendError(f"{req.tag or 'request'}: {exc}")
         if idx:
-            self.stats["engine_calls"] += 1
-            self.stats["largest_call"] = max(self.stats["largest_call"], len(idx))
+            t0 = time.monotonic()
             try:
                 outputs = self.llm.chat(convs, sampling_params=params, use_tqdm=False)
             except Exception as exc:
                 log.exception("vLLM failed on %d requests", len(idx))
                 outputs = [BackendError(f"vLLM failed: {exc!r}")] * len(idx)
+            self.stats.batch(len(idx), time.monotonic() - t0)
             for i, out in zip(idx, outputs):
                 if isinstance(out, BackendError):
                     results[i] = BackendError(f"{requests[i].tag or 'request'}: {out}")
                     continue
+                raw = _raw_reply(out)
                 try:
                     limit = sampling_spec(requests[i], self.max_tokens)["max_tokens"]
-                    results[i] = reply_from_output(requests[i], out, limit)
+                    results[i] = _checked(requests[i], raw, limit)
                 except BackendError as exc:
                     results[i] = exc
-        self.stats["requests"] += len(requests)
+                self.stats.ran(raw, usable=isinstance(results[i], Reply))
         return results  # type: ignore[return-value]
 
 

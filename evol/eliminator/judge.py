@@ -29,6 +29,17 @@ _NO = {"no", "false", "n", "not improved"}
 
 
 class Judge:
+    """The eliminator's model half: decides whether each evolved item improved on its parent.
+
+    `build` makes one request per record and round showing every (parent, child) pair
+    under short ids, with the picture, caption and objects; `parse` matches each verdict
+    back to its child by id (improved, a 0-10 score, a reason), so a bad verdict costs only
+    its own item. Items the judge does not keep end their line of evolution there: a chain
+    goes on from its last kept version. Evolve-then-eliminate is MMEvol's round (arXiv
+    2409.05840), after the elimination step of WizardLM's Evol-Instruct (arXiv 2304.12244);
+    the cheap rule checks (`evol.eliminator.rules`) run before it.
+    """
+
     name = "judge"
     schema_name = "verdicts"
 

@@ -11,7 +11,7 @@ import re
 import string
 from typing import Callable
 
-from evol.records import Item, Record, Verdict
+from evol.records import Item, Record, Verdict, format_box
 
 Rule = Callable[[Item, Item, Record], "str | None"]
 
@@ -80,10 +80,6 @@ def boxes_in(text: str) -> list[tuple[float, ...]]:
     return [tuple(float(v) for v in m.groups()) for m in COORDS.finditer(text)]
 
 
-def _fmt(box: tuple[float, ...]) -> str:
-    return "[" + ", ".join(f"{v:g}" for v in box) + "]"
-
-
 # --------------------------------------------------------------------- the rules
 def empty_text(child: Item, parent: Item, record: Record) -> str | None:
     """Question or answer empty, or made only of punctuation and stop words."""
@@ -130,10 +126,10 @@ def foreign_coordinates(child: Item, parent: Item, record: Record) -> str | None
         return None
     given = [tuple(o.box) for o in record.objects if o.box] + boxes_in(_joined(parent))
     if not given:
-        return f"it mentions coordinates {_fmt(found[0])} but this picture has no boxes"
+        return f"it mentions coordinates {format_box(found[0])} but this picture has no boxes"
     for box in found:
         if not any(all(abs(a - b) <= BOX_TOLERANCE + 1e-9 for a, b in zip(box, g)) for g in given):
-            return f"coordinates {_fmt(box)} are not among the given boxes"
+            return f"coordinates {format_box(box)} are not among the given boxes"
     return None
 
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from evol.backends.base import Image, Message, Reply, ReplyParseError, Request, Sampling, Text
 from evol.prompts import load_prompt
-from evol.records import Item, Obj, Record, describe_validation_error
+from evol.records import Item, Obj, Record, describe_validation_error, format_box
 
 COMMON_PROMPT = "evolve_common"
 _ROUND_SUFFIX = re.compile(r"@r\d+$")  # "rec#0@r2" -> "rec#0"; an "@" inside a record id is kept
@@ -48,10 +48,6 @@ class ParseResult:
 
 def short_ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i + 1}" for i in range(n)]
-
-
-def format_box(box: list[float]) -> str:
-    return "[" + ", ".join(f"{v:g}" for v in box) + "]"
 
 
 def object_line(o: Obj) -> str:
@@ -109,7 +105,16 @@ def _strings(value: Any, what: str) -> list[str]:
 
 
 class Operator:
-    """Base class; a subclass sets `name` and `objective` (its prompt file's name)."""
+    """One direction of evolution: rewrites a record's items into new, better ones.
+
+    `build` turns (record, the items to rewrite) into one `Request` from the shared prompt
+    (`evolve_common`) and the operator's own objective; `parse` turns the reply into one
+    child item per parent, paired by id, and says what it dropped. An operator does no I/O
+    and keeps no state, so the runner can call it from any record's task. Evolution by
+    rewriting instructions comes from WizardLM's Evol-Instruct (arXiv 2304.12244: in-depth
+    and in-breadth evolution); the three directions and their prompts from MMEvol (arXiv
+    2409.05840). A subclass sets `name` and `objective` (its prompt file's name).
+    """
 
     name: str = ""
     objective: str = ""

@@ -112,6 +112,14 @@ def form_problem(text: str) -> str:
 
 
 class Interaction(Operator):
+    """Interaction evolution: rewrites an item into the one of seventeen task forms
+    (`TASK_FORMS`: region selection, fill in the blank, depth order, ...) that fits it best,
+    so the data teaches a model to follow many kinds of instruction, not only free
+    questions. The third of MMEvol's evolution directions (arXiv 2409.05840), an in-breadth
+    evolution in the sense of WizardLM's Evol-Instruct (arXiv 2304.12244): new forms of
+    task, not harder ones.
+    """
+
     name = "interaction"
     objective = "evolve_interaction"
 

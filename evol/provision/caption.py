@@ -17,18 +17,10 @@ import weakref
 
 from evol.provision.base import NUMBER_WORDS
 from evol.provision.graph import SceneGraph
-from evol.provision.vocab import plural
+from evol.provision.vocab import article, plural, verb_phrase
 
 MAX_LABELS = 15  # object kinds named before "and more"
 MAX_RELATIONS = 3  # relation sentences per caption
-
-# words ending in "s" that are not third-person verbs, for relative clauses
-_NOT_VERBS = {"across", "towards", "toward", "upwards", "downwards", "as", "this", "its", "has", "besides",
-              "alongside", "outside", "inside", "beside", "is", "was", "us"}
-
-
-def article(phrase: str) -> str:
-    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
 
 
 def count_phrase(n: int, noun: str) -> str:
@@ -39,40 +31,20 @@ def count_phrase(n: int, noun: str) -> str:
     return f"{word} {plural(noun)}"
 
 
-def _is_verb(pred: str) -> bool:
-    first = pred.split()[0] if pred.split() else ""
-    return first == "has" or (first.endswith("s") and not first.endswith("ss") and first not in _NOT_VERBS)
-
-
 def subject_clause(pred: str) -> str:
-    """The relative clause for a thing that is the relation's subject: 'that is next to'."""
-    words = pred.split()
-    if words and words[0] in ("is", "are"):
-        return "that is " + " ".join(words[1:])
-    if _is_verb(pred):
-        return "that " + pred
-    return "that is " + pred
+    """The relative clause for a thing that is the relation's subject: 'that is next to',
+    'that has' (the verb phrase from `vocab.verb_phrase`)."""
+    return "that " + verb_phrase(pred)
 
 
 def object_clause(pred: str, other: str) -> str:
     """The relative clause for a thing that is the relation's object: 'that the cup is on'."""
-    words = pred.split()
-    if words and words[0] in ("is", "are"):
-        return f"that {other} is " + " ".join(words[1:])
-    if _is_verb(pred):
-        return f"that {other} {pred}"
-    return f"that {other} is {pred}"
+    return f"that {other} {verb_phrase(pred)}"
 
 
 def statement(subject: str, pred: str, obj: str) -> str:
     """'The dog is next to the car.'"""
-    words = pred.split()
-    if words and words[0] in ("is", "are"):
-        body = f"{subject} is {' '.join(words[1:])} {obj}"
-    elif _is_verb(pred):
-        body = f"{subject} {pred} {obj}"
-    else:
-        body = f"{subject} is {pred} {obj}"
+    body = f"{subject} {verb_phrase(pred)} {obj}"
     return body[:1].upper() + body[1:] + "."
 
 

@@ -1,10 +1,13 @@
-"""Seed records from scene graphs in several processes (`evol seed provision --workers N`).
+"""The seed-provision pipeline: scene graphs in, seed records out as JSON lines, in this
+process or in several (`write_seeds(..., workers=N)`, `evol seed provision --workers N`).
 
-The output is byte for byte what one process writes (`provision_records`, each record as
-`model_dump_json(exclude_none=True)` on its own line), for any seed and hash seed: an
-image's QAs depend only on the dataset frequencies and an rng derived from the seed and
-the image id(s), so images can be worked on anywhere, as long as the records come back in
-image order and multi-image groups are the same consecutive good images.
+There is one pipeline for any number of workers: with `workers=1` the chunks below run
+one after the other in this process, through the same code. The output is byte for byte
+what `provision_records` yields (each record as `model_dump_json(exclude_none=True)` on its
+own line), for any seed, hash seed and number of workers: an image's QAs depend only on
+the dataset frequencies and an rng derived from the seed and the image id(s), so images
+can be worked on anywhere, as long as the records come back in image order and
+multi-image groups are the same consecutive good images.
 
 How the work is split (ProVision stage files, `ProvisionImages`):
 
@@ -35,6 +38,7 @@ and the workers only generate; statuses are then known exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing as mp
 import pickle
 import sys
@@ -82,19 +86,32 @@ class _Done:
 # ---------------------------------------------------------------------------------------
 # worker side
 # ---------------------------------------------------------------------------------------
+# A worker's state: the images, options and generation context of the run. A worker process
+# keeps it in `_W`; a run with workers=1 keeps its own (runs in threads side by side share nothing).
 _W: dict[str, Any] = {}
 
 
-def _init_worker(images: ProvisionImages | None, options: tuple) -> None:
+def _state(images: ProvisionImages | None, options: tuple) -> dict[str, Any]:
     seed, per_generator, generators, group_sizes, single = options
+    return dict(images=images, seed=seed, n=per_generator, ctx=None, plan=run_plan(generators, group_sizes, single))
+
+
+def _init_worker(images: ProvisionImages | None, options: tuple) -> None:
     _W.clear()
-    _W.update(images=images, seed=seed, n=per_generator, ctx=None,
-              plan=run_plan(generators, group_sizes, single))
+    _W.update(_state(images, options))
 
 
 def _count_chunk(indices: range) -> list[tuple | None]:
+    return _count(_W, indices)
+
+
+def _generate_chunk(chunk: _Chunk, ctx_blob: bytes) -> _Done:
+    return _generate(_W, chunk, ctx_blob)
+
+
+def _count(w: dict[str, Any], indices: range) -> list[tuple | None]:
     """Frequency pass: per image, `Frequencies.parts` of its graph without masks, or None."""
-    images: ProvisionImages = _W["images"]
+    images: ProvisionImages = w["images"]
     out: list[tuple | None] = []
     for k in indices:
         try:
@@ -106,13 +123,14 @@ def _count_chunk(indices: range) -> list[tuple | None]:
     return out
 
 
-def _generate_chunk(chunk: _Chunk, ctx_blob: bytes) -> _Done:
-    if _W["ctx"] is None:
-        _W["ctx"] = pickle.loads(ctx_blob)
-    ctx: GenContext = _W["ctx"]
-    images: ProvisionImages | None = _W["images"]
-    singles, multis, sizes = _W["plan"]
-    seed, n = _W["seed"], _W["n"]
+def _generate(w: dict[str, Any], chunk: _Chunk, ctx_blob: bytes) -> _Done:
+    """One chunk's records as JSON lines, with its report and where grouping ended."""
+    if w["ctx"] is None:
+        w["ctx"] = pickle.loads(ctx_blob)
+    ctx: GenContext = w["ctx"]
+    images: ProvisionImages | None = w["images"]
+    singles, multis, sizes = w["plan"]
+    seed, n = w["seed"], w["n"]
     where: dict[int, int] = {}  # id(graph) -> position, for the graphs of the group left open
     ok = bytearray()
 
@@ -197,6 +215,25 @@ def _context(start_method: str | None):
     return mp.get_context(start_method)
 
 
+class _InProcess:
+    """The parts of `ProcessPoolExecutor` the pipeline uses, run here, one call at a time:
+    `workers=1` goes through the same frequency pass, chunks and checks as `workers>1`."""
+
+    def map(self, fn: Callable, iterable: Iterable) -> Iterator:
+        return map(fn, iterable)
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        job: Future = Future()
+        try:
+            job.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - raised where the result is taken, as from a pool
+            job.set_exception(e)
+        return job
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
 # concurrent.futures rather than multiprocessing.Pool: the Pool's worker-handler thread
 # wakes on the result pipe too, so it spins while large results are being read, taking
 # a good share of a core from the workers on a small machine.
@@ -216,8 +253,8 @@ def provision_jsonl(
     chunk_size: int | None = None,
     start_method: str | None = None,
 ) -> Iterator[bytes]:
-    """The whole `evol seed provision` run in `workers` processes: the frequency pass,
-    then the records as JSONL (utf-8), in blocks of whole lines.
+    """The whole seed-provision run: the frequency pass, then the records as JSONL (utf-8),
+    in blocks of whole lines; in `workers` processes, or in this one for `workers=1`.
 
     `source`: a `ProvisionImages` (worker processes load the graphs), or `load(masks)`
     giving a fresh graph stream, called as `load(False)` for the frequency pass and
@@ -232,10 +269,17 @@ def provision_jsonl(
     images = source if isinstance(source, ProvisionImages) else None
     workers = max(1, workers)
     options = (seed, per_generator, generators, group_sizes, single)
-    if images is not None and images.masks_dir is not None:
+    if images is not None and images.masks_dir is not None and workers > 1:
         _import_for_masks()  # once here, not in every forked worker on its first image
-    pool = ProcessPoolExecutor(workers, mp_context=_context(start_method), initializer=_init_worker,
-                               initargs=(images, options))
+    if workers == 1:
+        pool: Any = _InProcess()
+        state = _state(images, options)
+        count: Callable = functools.partial(_count, state)
+        generate: Callable = functools.partial(_generate, state)
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=_context(start_method), initializer=_init_worker,
+                                   initargs=(images, options))
+        count, generate = _count_chunk, _generate_chunk
     try:
         freq = Frequencies()
         if images is not None:
@@ -243,7 +287,7 @@ def provision_jsonl(
             loads = bytearray(total)  # 1: loaded without masks, so expected to load with them
             step = max(1, min(64, total // (workers * 8)))
             starts = range(0, total, step)
-            for start, parts in zip(starts, pool.map(_count_chunk, [range(s, min(total, s + step)) for s in starts])):
+            for start, parts in zip(starts, pool.map(count, [range(s, min(total, s + step)) for s in starts])):
                 for j, got in enumerate(parts):
                     if got is not None:
                         loads[start + j] = 1
@@ -275,7 +319,7 @@ def provision_jsonl(
                 chunk = next(planner, None)
                 if chunk is None:
                     return
-                window.append((chunk, pool.submit(_generate_chunk, chunk, blob)))
+                window.append((chunk, pool.submit(generate, chunk, blob)))
 
         def learn(chunk: _Chunk, done: _Done) -> None:
             if images is not None:

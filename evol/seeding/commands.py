@@ -1,7 +1,7 @@
-"""The `evol seed svit` and `evol seed instruct` commands, minus flag parsing.
+"""What `evol.seed.svit`, `evol.seed.instruct`, `evol.select` and `evol.export` run.
 
-Each builds its input stream, the cached backend and the output files, runs the
-generator on the event loop and returns the manifest it wrote. The CLI only parses flags.
+The LLM seed commands build their input stream, the cached backend and the output files,
+run the generator on the event loop and return the manifest they wrote.
 """
 
 from __future__ import annotations
@@ -24,33 +24,40 @@ def _prompt_versions(names: list[str]) -> dict[str, int]:
     return {n: load_prompt(n).version for n in names}
 
 
-def svit_command(*, inputs: dict[str, Any], tasks: list[str], opts: LLMOptions, out: str,
-                 cache: str | None = None, limit: int | None = None) -> dict[str, Any]:
-    from evol.seeding.svit import COMMON_PROMPT, REQUESTS_PROMPT, SvitGenerator, generate
-
-    gen_check = SvitGenerator(None, opts, tasks)  # validates the task names before any I/O
-    stream = input_stream(**inputs)
+def _run_seed(opts: LLMOptions, out: str, cache: str | None, body) -> tuple[Any, SeedOutput]:
+    """What both LLM seed commands do around their generator: open the cached backend, run
+    `body(backend, output)` on the event loop, and leave no half-written file when it fails."""
     output = SeedOutput(Path(out))
 
-    async def main() -> int:
+    async def main() -> Any:
         async with open_backend(opts, Path(cache) if cache else default_cache(out)) as backend:
-            gen = SvitGenerator(backend, opts, gen_check.tasks)
-            n = await generate(stream, gen, output.write, output.reject, limit=limit)
-            gen_check.stats = gen.stats
-            return n
+            return await body(backend, output)
 
     try:
-        read = aio.run(main())
+        return aio.run(main()), output
     except BaseException:
         output.abort()
         raise
-    s = gen_check.stats
+
+
+def svit_command(*, inputs: dict[str, Any], tasks: list[str], opts: LLMOptions, out: str,
+                 cache: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    """SVIT seeds (arXiv 2307.04087): records or scene graphs in, seed records out."""
+    from evol.seeding.svit import COMMON_PROMPT, REQUESTS_PROMPT, SvitGenerator, generate
+
+    checked = SvitGenerator(None, opts, tasks)  # validates the task names before any I/O
+    stream = input_stream(**inputs)
+
+    async def body(backend, output: SeedOutput):
+        gen = SvitGenerator(backend, opts, checked.tasks)
+        return await generate(stream, gen, output.write, output.reject, limit=limit), gen.stats
+
+    (read, stats), output = _run_seed(opts, out, cache, body)
     output.counts["records_read"] = read
     return output.finish({
-        "command": "seed svit", "tasks": gen_check.tasks, "model": opts.model, "seed": opts.seed,
-        "prompts": _prompt_versions([COMMON_PROMPT, REQUESTS_PROMPT, *(f"svit_{t}" for t in gen_check.tasks)]),
-        "model_calls": s.calls, "cached_calls": s.cached, "failed_calls": s.failed,
-        "tokens": {"in": s.tokens_in, "out": s.tokens_out},
+        "command": "seed svit", "tasks": checked.tasks, "model": opts.model, "seed": opts.seed,
+        "prompts": _prompt_versions([COMMON_PROMPT, REQUESTS_PROMPT, *(f"svit_{t}" for t in checked.tasks)]),
+        **stats.seed_counts(),
     })
 
 
@@ -62,53 +69,41 @@ def default_clusters(n: int) -> int:
 def instruct_command(*, inputs: dict[str, Any], bank: str, grow: int, clusters: int | None, per_image: int,
                      embedder: str, opts: LLMOptions, out: str, cache: str | None = None,
                      limit: int | None = None) -> dict[str, Any]:
+    """MM-Instruct seeds (arXiv 2406.19736): grow and summarise a bank, match it to pictures, answer."""
     from evol.seeding.embed import make_embedder
     from evol.seeding.instruct import Answerer, Bank, BankBuilder, Matcher, answer_all, read_bank, write_bank
+    from evol.stats import CallStats
 
     if grow < 0 or per_image < 1 or (clusters is not None and clusters < 1):
         raise ValueError("--grow must be >= 0, --per-image and --clusters >= 1")
     seeds = read_bank(bank)
     emb = make_embedder(embedder)
     stream = input_stream(**inputs)
-    output = SeedOutput(Path(out))
     bank_out = Path(out).with_name(Path(out).stem + ".bank.json")
-    stats: dict[str, Any] = {}
 
-    async def main() -> tuple[int, Bank]:
-        async with open_backend(opts, Path(cache) if cache else default_cache(out)) as backend:
-            builder = BankBuilder(backend, opts, emb, output.reject)
-            grown = await builder.grow(seeds, grow) if grow else []
-            texts = seeds + grown
-            groups = builder.cluster(texts, clusters or default_clusters(len(texts)))
-            the_bank = Bank(seeds, grown, await builder.summarise(texts, groups), emb.name)
-            write_bank(the_bank, bank_out)
-            matcher = Matcher(the_bank.groups, emb, opts.seed)
-            answerer = Answerer(backend, opts, matcher, per_image)
-            n = await answer_all(stream, answerer, output.write, output.reject, limit=limit)
-            stats["matching"] = {"pictures": matcher.pictures, "no_similar_group": matcher.unmatched}
-            stats["grow_calls"] = builder.grow_calls
-            for s in (builder.stats, answerer.stats):
-                for k, v in vars(s).items():
-                    stats[k] = stats.get(k, 0) + v
-            return n, the_bank
+    async def body(backend, output: SeedOutput):
+        builder = BankBuilder(backend, opts, emb, output.reject)
+        grown = await builder.grow(seeds, grow) if grow else []
+        texts = seeds + grown
+        groups = builder.cluster(texts, clusters or default_clusters(len(texts)))
+        the_bank = Bank(seeds, grown, await builder.summarise(texts, groups), emb.name)
+        write_bank(the_bank, bank_out)
+        matcher = Matcher(the_bank.groups, emb, opts.seed)
+        answerer = Answerer(backend, opts, matcher, per_image)
+        n = await answer_all(stream, answerer, output.write, output.reject, limit=limit)
+        return n, the_bank, matcher, builder.grow_calls, CallStats.total(builder.stats, answerer.stats)
 
-    try:
-        read, the_bank = aio.run(main())
-    except BaseException:
-        output.abort()
-        raise
+    (read, the_bank, matcher, grow_calls, stats), output = _run_seed(opts, out, cache, body)
     output.counts["records_read"] = read
     return output.finish({
         "command": "seed instruct", "model": opts.model, "seed": opts.seed, "embedder": emb.name,
         "bank": {"file": str(bank_out), "seeds": len(seeds), "grown": len(the_bank.grown),
-                 "asked_to_grow": grow, "grow_calls": stats.get("grow_calls", 0), "groups": len(the_bank.groups),
+                 "asked_to_grow": grow, "grow_calls": grow_calls, "groups": len(the_bank.groups),
                  "groups_summarised": sum(g.summarised for g in the_bank.groups)},
         "per_image": per_image,
-        "matching": stats.get("matching", {}),
+        "matching": {"pictures": matcher.pictures, "no_similar_group": matcher.unmatched},
         "prompts": _prompt_versions(["instruct_grow", "instruct_summarise", "instruct_answer"]),
-        "model_calls": stats.get("calls", 0), "cached_calls": stats.get("cached", 0),
-        "failed_calls": stats.get("failed", 0),
-        "tokens": {"in": stats.get("tokens_in", 0), "out": stats.get("tokens_out", 0)},
+        **stats.seed_counts(),
     })
 
 

@@ -1,5 +1,9 @@
 """MM-Instruct-style seeds: a bank of broad instructions, matched to pictures and answered.
 
+After MM-Instruct (arXiv 2406.19736), which has an LLM turn a few seed instructions into
+many varied ones (augmentation, then summarisation), matches them to images, and has an
+LLM answer each from a detailed text description of its image; the steps here:
+
 1. grow: starting from a few seed instructions (by default the shipped `instructions.txt`,
    see `evol.samples.shipped`), the model is shown a sample of the bank and asked for new,
    different ones until `--grow` more have been accepted (near-duplicates, refusals and
@@ -41,8 +45,9 @@ from evol.prompts import load_prompt
 from evol.records import Item, Record
 from evol.rundir import reject_entry
 from evol.seeding.embed import Embedder
-from evol.seeding.llm import CallStats, LLMOptions, Produced, chat, derived_rng, run_stream
+from evol.seeding.llm import LLMOptions, Produced, chat, derived_rng, run_stream
 from evol.seeding.sources import has_notes, notes, object_labels_in, regions_of
+from evol.stats import CallStats
 
 log = logging.getLogger("evol.seeding.instruct")
 
@@ -147,7 +152,7 @@ class BankBuilder:
             self.stats.failed += 1
             self._reject(request.tag.split("/")[0], request.tag, f"call failed: {exc}", "call_failed")
             return None
-        self.stats.add(reply)
+        self.stats.answered(reply)
         return reply
 
     async def grow(self, seeds: list[str], target: int) -> list[str]:
@@ -322,7 +327,7 @@ class Answerer:
         except BackendError as exc:
             self.stats.failed += 1
             return None, ("call_failed", f"answer to group {group.id} failed: {exc}")
-        self.stats.add(reply)
+        self.stats.answered(reply)
         data = reply.data if isinstance(reply.data, dict) else {}
         answer = data.get("answer")
         if not isinstance(answer, str):

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
-from evol.backends.base import Backend, Message, Reply, Request, Sampling, Text
+from evol.backends.base import Backend, Message, Request, Sampling, Text
 from evol.io import JsonlWriter
 from evol.provision.seed import derived_rng
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["LLMOptions", "CallStats", "Produced", "SeedOutput", "derived_rng", "open_backend", "ordered_map",
+__all__ = ["LLMOptions", "Produced", "SeedOutput", "derived_rng", "open_backend", "ordered_map",
            "run_stream", "chat"]
 
 
@@ -53,23 +53,6 @@ class LLMOptions:
     def sampling(self, *parts: str) -> Sampling:
         """Sampling with a seed of its own per call site, stable across processes."""
         return Sampling(self.temperature, 1.0, self.max_tokens, derived_rng(self.seed, "sampling", *parts).getrandbits(31))
-
-
-@dataclass
-class CallStats:
-    calls: int = 0
-    cached: int = 0
-    failed: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-
-    def add(self, reply: Reply) -> None:
-        if reply.cached:
-            self.cached += 1
-        else:
-            self.calls += 1
-            self.tokens_in += reply.tokens_in
-            self.tokens_out += reply.tokens_out
 
 
 @asynccontextmanager

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from evol.io import ReadResult, read_records
-from evol.operators.base import format_box, object_line
+from evol.operators.base import object_line
+from evol.records import format_box
 from evol.records import Obj, Record, RecordError
 
 MAX_OBJECTS = 40  # lines in the prompt; a crowded graph would otherwise drown the task

@@ -1,5 +1,10 @@
 """SVIT-style seeds: a text-only model writes four kinds of data from a picture's notes.
 
+After SVIT (Scaling up Visual Instruction Tuning, arXiv 2307.04087), which had GPT-4 write
+conversations, complex reasoning, detailed descriptions and referring QAs from the manual
+annotations of Visual Genome and COCO (captions, objects with boxes, region
+descriptions), never the pixels.
+
 For every input record and every requested task, one model call gets the record's
 caption, objects with 0-1 boxes and region notes (`evol.seeding.sources`), never the
 pixels, and writes:
@@ -35,8 +40,9 @@ from evol.eliminator.rules import contradicting_turns, repeated_turns, written_i
 from evol.prompts import load_prompt
 from evol.records import Item, Record
 from evol.rundir import reject_entry
-from evol.seeding.llm import CallStats, LLMOptions, Produced, chat, derived_rng, run_stream
+from evol.seeding.llm import LLMOptions, Produced, chat, derived_rng, run_stream
 from evol.seeding.sources import has_notes, notes, object_labels_in
+from evol.stats import CallStats
 
 log = logging.getLogger("evol.seeding.svit")
 
@@ -199,7 +205,7 @@ class SvitGenerator:
         p = plan(task, record, derived_rng(self.opts.seed, "svit", record.id, task))
         try:
             reply = await self.backend.complete(build_request(record, p, self.opts))
-            self.stats.add(reply)
+            self.stats.answered(reply)
             items, problems = parse_reply(record, p, reply, out_id)
         except (TransportError, RunStopped):
             raise  # no answer: the command stops, and a rerun asks again

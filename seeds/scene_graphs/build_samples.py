@@ -6,9 +6,10 @@ inside each box; depth maps are hand-made layer paintings (higher = closer).
 
     python seeds/scene_graphs/build_samples.py
 
-Outputs: the five ProVision stage files (detection/segmentation/depth/attributes/relations
-.json), one `<id>_depth.npy` per image, and `masks/<id>.pkl.gz` (a gzip-compressed pickled
-list of scipy sparse boolean masks, one per object).
+Outputs, in ProVision's own layout: the five stage files (detection/segmentation/depth/
+attributes/relations .json), `depth_masks/<id>_depth.npy` (one per image), and
+`seg_masks/<id>.pkl.gz` (a gzip-compressed pickled list of scipy sparse boolean masks, one
+per object).
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
 
     stages: dict[str, dict] = {s: {} for s in ("detection", "segmentation", "depth", "attributes", "relations")}
-    (HERE / "masks").mkdir(exist_ok=True)
+    (HERE / "seg_masks").mkdir(exist_ok=True)
+    (HERE / "depth_masks").mkdir(exist_ok=True)
     for image_id, sample in SAMPLES.items():
         width, height = sample["size"]
         with Image.open(SEEDS / sample["file"]) as im:
@@ -204,11 +206,11 @@ def main() -> None:
         assert all(m.any() for m in masks), image_id
 
         depth_file = f"{image_id}_depth.npy"
-        np.save(HERE / depth_file, painted_depth(sample, masks))
+        np.save(HERE / "depth_masks" / depth_file, painted_depth(sample, masks))
 
         mask_file = f"{image_id}.pkl.gz"
         payload = pickle.dumps([sparse.csr_matrix(m) for m in masks], protocol=4)
-        (HERE / "masks" / mask_file).write_bytes(gzip.compress(payload, 9, mtime=0))
+        (HERE / "seg_masks" / mask_file).write_bytes(gzip.compress(payload, 9, mtime=0))
 
         def entry(fields: dict) -> dict:
             return {"data_path": f"{STALE_ROOT}/{sample['file']}", "source": "evol-samples",

@@ -1,7 +1,7 @@
 """Multi-image generators: factual questions over a group of 2-4 scene graphs.
 
-Images are called "Image 1", "Image 2", ... in the order the caller gives them. Three
-families:
+These are ProVision's multi-image generators (arXiv 2412.07012), written anew. Images are
+called "Image 1", "Image 2", ... in the order the caller gives them. Three families:
 
 * select: "which image ...?" with one right image (options are the image names, one per
   image);
@@ -9,10 +9,15 @@ families:
   image has in common;
 * compare: the attributes of one object, or the relation of one pair, image by image.
 
-Every generator first lists all the questions the group can support (iterating lists and
-sorted keys only), then draws up to `n` of them without replacement, favouring rare
-objects, attributes and relations. When the group supports fewer than `n` questions it
-returns fewer, possibly none; nothing loops on the hope of finding more.
+Every generator follows the shared template (`base.DrawnGenerator`): it lists all the
+questions the group can support (iterating lists and sorted keys only), then draws up to
+`n` of them without replacement, favouring rare objects, attributes and relations. When
+the group supports fewer than `n` questions it returns fewer, possibly none; nothing loops
+on the hope of finding more.
+
+No wrong option is true of the pictures: an image offered as the one without X has
+nothing that may be called X (a "batter" is a "person"; a "hand" goes with a person), and
+an attribute or object offered as not shared is known to be absent from some image.
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
-from evol.provision.base import (QA, GenContext, Generator, RarePool, as_multiple_choice, number,
-                                 register)
-from evol.provision.generators.single_basic import _FINITE_VERBS, _be_phrase
+from evol.provision.base import (EACH, NUMBER_WORDS, DrawnGenerator, GenContext, RarePool, as_multiple_choice,
+                                 number, register)
+from evol.provision.generators.single_graph import _most_common, too_close
 from evol.provision.graph import SceneGraph
-from evol.provision.vocab import attribute_category, attributes_in_category, is_countable, plural
+from evol.provision.vocab import (article, askable_attribute, attribute_category, attributes_in_category,
+                                  is_countable, may_name_same, may_show, plural, verb_phrase)
 
 # ----------------------------------------------------------------------------------------
 # wording helpers
+
+with_article = article  # "an apple", "a uniform"
 
 
 def image_name(k: int) -> str:
@@ -37,8 +45,11 @@ def image_name(k: int) -> str:
     return f"Image {k + 1}"
 
 
-def with_article(phrase: str) -> str:
-    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
+def group_fields(m: int) -> dict[str, str]:
+    """How the phrasings name a group of m images: {m} "two", {all_m} "both images" (for
+    two) or "all three images"."""
+    word = NUMBER_WORDS[m] if m < len(NUMBER_WORDS) else str(m)
+    return {"m": word, "all_m": "both images" if m == 2 else f"all {word} images"}
 
 
 def per_image(parts: Sequence[Sequence[str]]) -> str:
@@ -58,16 +69,24 @@ def _unique(items: Sequence[str]) -> list[str]:
 # facts read from each graph (lists and sorted keys only)
 
 
-def _labels(graphs: Sequence[SceneGraph]) -> list[str]:
-    return sorted({ob.label for g in graphs for ob in g.objects})
+def _labels(graphs: Sequence[SceneGraph], least: int = 0, most: int | None = None) -> list[str]:
+    """The labels of the group, sorted; with `least` / `most`, only those that every image
+    has at least / at most that many of."""
+    labels = sorted({ob.label for g in graphs for ob in g.objects})
+    if least or most is not None:
+        top = most if most is not None else float("inf")
+        labels = [l for l in labels if all(least <= g.label_counts[l] <= top for g in graphs)]
+    return labels
 
 
 def _attr_counts(g: SceneGraph) -> Counter:
-    """(attribute, label) -> number of objects with that label carrying that attribute."""
+    """(attribute, label) -> number of objects with that label carrying that attribute, for
+    the attributes a question may name (the vague-word filter: `askable_attribute`)."""
     c: Counter = Counter()
     for ob in g.objects:
         for a in _unique(ob.attributes):
-            c[(a, ob.label)] += 1
+            if askable_attribute(a):
+                c[(a, ob.label)] += 1
     return c
 
 
@@ -93,6 +112,32 @@ def _index_of(graph: SceneGraph, label: str) -> int:
     return next(i for i, ob in enumerate(graph.objects) if ob.label == label)
 
 
+def _may_show(g: SceneGraph, label: str) -> bool:
+    """The image may show a `label`: an object of that name, of another name for it, or
+    one it is a usual part of."""
+    return any(may_show(present, label) for present in g.label_counts)
+
+
+def _known_without(g: SceneGraph, label: str, attr: str) -> bool:
+    """Every object of the image that may be a `label` is annotated in `attr`'s category
+    with nothing near `attr`: the image has no `attr` `label` (none at all is fine too)."""
+    cat = attribute_category(attr)
+    for ob in g.objects:
+        if not may_name_same(ob.label, label):
+            continue
+        if cat is None or not any(attribute_category(a) == cat for a in ob.attributes):
+            return False
+        if any(too_close(attr, a) for a in ob.attributes):
+            return False
+    return True
+
+
+def _may_relate(triples: list[tuple[str, str, str]], subj: str, pred: str, obj: str) -> bool:
+    """An image with these `_triples` has a relation that may say the same: names that may
+    name the same things and a predicate near in meaning."""
+    return any(may_name_same(s, subj) and may_name_same(o, obj) and too_close(pred, p) for s, p, o in triples)
+
+
 # ----------------------------------------------------------------------------------------
 # sampling
 
@@ -111,14 +156,6 @@ class Candidate:
     extra: dict[str, Any] = field(default_factory=dict)  # generator-private data
 
 
-def draw(rng: random.Random, candidates: Sequence[Candidate], n: int) -> Iterator[Candidate]:
-    """Candidates without replacement, rare ones first more often; at most len(candidates)."""
-    pool = sorted(candidates, key=lambda c: c.key)
-    pool = RarePool(pool, [c.rarity for c in pool])
-    for _ in range(min(n, len(pool.items))):
-        yield pool.take(rng)  # lazily: callers draw phrasings from the same rng in between
-
-
 def _count_options(rng: random.Random, total: int, ctx: GenContext) -> list[str] | None:
     """Numbers near the right count (never below 1) as options."""
     near: list[int] = []
@@ -131,11 +168,22 @@ def _count_options(rng: random.Random, total: int, ctx: GenContext) -> list[str]
     return as_multiple_choice(rng, number(total, ctx), [number(v, ctx) for v in near], ctx.n_choices)
 
 
-class MultiGenerator(Generator):
-    """Shared driver: list the candidates, draw, word each one."""
+class MultiGenerator(DrawnGenerator):
+    """The template over a group of images: the candidates are `Candidate`s listed in sorted
+    key order, drawn one at a time (rare first), and each is finished and worded. Phrasings
+    may name the group with {m} ("three") and {all_m} ("both images", "all four images")."""
 
     multi = True
+    min_graphs = 2
+    draw = EACH
     phrasings: tuple[str, ...] = ()
+
+    def facts(self, graphs, ctx):
+        return graphs
+
+    def pool(self, graphs, ctx):
+        pool = sorted(self.candidates(graphs, ctx), key=lambda c: c.key)
+        return RarePool(pool, [c.rarity for c in pool])
 
     def candidates(self, graphs: list[SceneGraph], ctx: GenContext) -> list[Candidate]:
         raise NotImplementedError
@@ -145,20 +193,13 @@ class MultiGenerator(Generator):
         """The answer and the options ([] for short answer); None to drop the candidate."""
         raise NotImplementedError
 
-    def generate(self, graphs: list[SceneGraph], rng: random.Random, ctx: GenContext, n: int) -> list[QA]:
-        if n <= 0 or len(graphs) < 2:
-            return []
-        out: list[QA] = []
-        for c in draw(rng, self.candidates(graphs, ctx), n):
-            done = self.finish(c, graphs, rng, ctx)
-            if done is None:
-                continue
-            answer, options = done
-            question = rng.choice(self.phrasings).format(m=len(graphs), **c.fields)
-            meta = {"images": [g.image_id for g in graphs], **c.meta}
-            out.append(QA(self.name, question, answer, options, objects=list(c.objects),
-                          skills=list(self.skills), metadata=meta))
-        return out
+    def word(self, graphs, c, rng, ctx):
+        done = self.finish(c, graphs, rng, ctx)
+        if done is None:
+            return None
+        answer, options = done
+        question = self.say(rng, self.phrasings, **group_fields(len(graphs)), **c.fields)
+        return self.qa(question, answer, options, c.objects, {"images": [g.image_id for g in graphs], **c.meta})
 
 
 # ----------------------------------------------------------------------------------------
@@ -166,7 +207,8 @@ class MultiGenerator(Generator):
 
 
 class SelectImage(MultiGenerator):
-    """The answer is one image; in multiple choice the options are all the image names."""
+    """The answer is one image; in multiple choice the options are all the image names, so
+    the question is asked only when no other image may fit it."""
 
     def finish(self, c, graphs, rng, ctx):
         options = [image_name(k) for k in range(len(graphs))] if rng.random() < ctx.mc_ratio else []
@@ -178,10 +220,49 @@ def _select(key: tuple, rarity: int, fields: dict, right: int, objects: list[str
                      meta={**meta, "answer_image": right + 1})
 
 
-@register
-class ImageHasObject(SelectImage):
-    name = "image_has_object"
+class _LabelSelect(SelectImage):
+    """The one image singled out by how many of an object each image has."""
+
+    def right_image(self, graphs: list[SceneGraph], label: str, counts: list[int]) -> int | None:
+        raise NotImplementedError
+
+    def fields(self, label: str) -> dict[str, str]:
+        return {"obj": with_article(label), "label": label, "objs": plural(label)}
+
+    def candidates(self, graphs, ctx):
+        out = []
+        for label in _labels(graphs):
+            counts = [g.label_counts[label] for g in graphs]
+            right = self.right_image(graphs, label, counts)
+            if right is not None:
+                out.append(_select((label,), ctx.freq.objects[label], self.fields(label), right, [label],
+                                   {"label": label, "counts": counts}))
+        return out
+
+
+class _ObjectSelect(_LabelSelect):
+    """The one image that has (or, the one that lacks) an object. "Has": no other image may
+    show one; "lacks": the image may not show one under any name, the others have it."""
+
     skills = ("existence", "context understanding")
+    want_present = True
+
+    def right_image(self, graphs, label, counts):
+        if self.want_present:
+            right = _only_index([c > 0 for c in counts])
+            maybe = [k for k, g in enumerate(graphs) if k != right and _may_show(g, label)]
+        else:
+            right = _only_index([c == 0 for c in counts])
+            maybe = [right] if right is not None and _may_show(graphs[right], label) else []
+        return None if maybe else right
+
+
+@register
+class ImageHasObject(_ObjectSelect):
+    """Which image has an X (ProVision, arXiv 2412.07012)."""
+
+    name = "image_has_object"
+    want_present = True
     phrasings = (
         "Which image contains {obj}?",
         "In which of the {m} images can you find {obj}?",
@@ -190,39 +271,20 @@ class ImageHasObject(SelectImage):
         "Which picture has {obj} in it?",
     )
 
-    def candidates(self, graphs, ctx):
-        out = []
-        for label in _labels(graphs):
-            counts = [g.label_counts[label] for g in graphs]
-            right = _only_index([c > 0 for c in counts])
-            if right is not None:
-                out.append(_select((label,), ctx.freq.objects[label], {"obj": with_article(label)},
-                                   right, [label], {"label": label, "counts": counts}))
-        return out
-
 
 @register
-class ImageLacksObject(SelectImage):
+class ImageLacksObject(_ObjectSelect):
+    """Which image has no X (ProVision, arXiv 2412.07012)."""
+
     name = "image_lacks_object"
-    skills = ("existence", "context understanding")
+    want_present = False
     phrasings = (
         "Which image does not contain {obj}?",
         "In which of the {m} images is there no {label}?",
-        "All images but one show {obj}. Which image is missing it?",
+        "Just one of the {m} images has no {label}. Which image is it?",
         "Which picture has no {label} in it?",
         "One image lacks {obj}. Which image is that?",
     )
-
-    def candidates(self, graphs, ctx):
-        out = []
-        for label in _labels(graphs):
-            counts = [g.label_counts[label] for g in graphs]
-            right = _only_index([c == 0 for c in counts])
-            if right is not None:
-                out.append(_select((label,), ctx.freq.objects[label],
-                                   {"obj": with_article(label), "label": label},
-                                   right, [label], {"label": label, "counts": counts}))
-        return out
 
 
 def _attributed_pairs(graphs: Sequence[SceneGraph]) -> tuple[list[tuple[str, str]], list[Counter]]:
@@ -232,6 +294,10 @@ def _attributed_pairs(graphs: Sequence[SceneGraph]) -> tuple[list[tuple[str, str
 
 
 class _AttributedSelect(SelectImage):
+    """The one image with (or without) an {attr} X. Every other image (for "has"), or the
+    right one (for "lacks"), must be known to have no {attr} X: each of its objects that may
+    be an X is annotated in the attribute's category with nothing near it."""
+
     skills = ("existence", "referencing", "context understanding")
     want_present = True
 
@@ -243,6 +309,9 @@ class _AttributedSelect(SelectImage):
             right = _only_index([(x > 0) == self.want_present for x in counts])
             if right is None:
                 continue
+            without = [k for k in range(len(graphs)) if k != right] if self.want_present else [right]
+            if not all(_known_without(graphs[k], label, attr) for k in without):
+                continue
             phrase = f"{attr} {label}"
             out.append(_select((attr, label), ctx.freq.attributes[attr] + ctx.freq.objects[label],
                                {"obj": with_article(phrase), "bare": phrase}, right, [label],
@@ -253,6 +322,8 @@ class _AttributedSelect(SelectImage):
 
 @register
 class ImageHasAttributedObject(_AttributedSelect):
+    """Which image has an {attr} X (ProVision, arXiv 2412.07012)."""
+
     name = "image_has_attributed_object"
     want_present = True
     phrasings = (
@@ -266,12 +337,14 @@ class ImageHasAttributedObject(_AttributedSelect):
 
 @register
 class ImageLacksAttributedObject(_AttributedSelect):
+    """Which image has no {attr} X (ProVision, arXiv 2412.07012)."""
+
     name = "image_lacks_attributed_object"
     want_present = False
     phrasings = (
         "Which image does not contain {obj}?",
         "In which of the {m} images is there no {bare}?",
-        "Every image except one shows {obj}. Which image is the exception?",
+        "Just one of the {m} images shows no {bare}. Which image is the exception?",
         "Which picture has no {bare} in it?",
         "One of the images is missing {obj}. Which one?",
     )
@@ -280,13 +353,16 @@ class ImageLacksAttributedObject(_AttributedSelect):
 def _with_relation(subj: str, pred: str, obj: str) -> str:
     """The subject with its relation, readable after "a"/"no": "cat that has a nose" for a
     finite verb, "man riding a horse" or "cup on a table" for a participle or preposition."""
-    first = pred.split()[0]
-    if first in _FINITE_VERBS or first in ("is", "are"):
-        return f"{subj} that {_be_phrase(pred)} {with_article(obj)}"
+    phrase = verb_phrase(pred)
+    if phrase != "is " + pred:  # a verb of its own ("has", "walks on"), or "is ..." already
+        return f"{subj} that {phrase} {with_article(obj)}"
     return f"{subj} {pred} {with_article(obj)}"
 
 
 class _RelationSelect(SelectImage):
+    """The one image with (or without) a relation; no other image (for "has"), nor the
+    right one (for "lacks"), may have a relation that says the same in other words."""
+
     skills = ("relationship description", "context understanding")
     want_present = True
 
@@ -298,6 +374,9 @@ class _RelationSelect(SelectImage):
             right = _only_index([h == self.want_present for h in has])
             if right is None:
                 continue
+            without = [k for k in range(len(graphs)) if k != right] if self.want_present else [right]
+            if any(_may_relate(per[k], subj, pred, obj) for k in without):
+                continue
             bare = _with_relation(subj, pred, obj)
             out.append(_select((subj, pred, obj), ctx.freq.relations[pred],
                                {"rel": with_article(bare), "bare": bare}, right, [subj, obj],
@@ -307,6 +386,8 @@ class _RelationSelect(SelectImage):
 
 @register
 class ImageHasRelation(_RelationSelect):
+    """Which image shows X {pred} Y (ProVision, arXiv 2412.07012)."""
+
     name = "image_has_relation"
     want_present = True
     phrasings = (
@@ -320,54 +401,51 @@ class ImageHasRelation(_RelationSelect):
 
 @register
 class ImageLacksRelation(_RelationSelect):
+    """Which image does not show X {pred} Y (ProVision, arXiv 2412.07012)."""
+
     name = "image_lacks_relation"
     want_present = False
     phrasings = (
         "Which image does not show {rel}?",
         "In which of the {m} images is there no {bare}?",
-        "All images but one contain {rel}. Which image does not?",
+        "Just one of the {m} images does not show {rel}. Which image is it?",
         "Which picture is missing {rel}?",
         "One image has no {bare}. Which one?",
     )
 
 
-class _ExtremeCount(SelectImage):
+class _ExtremeCount(_LabelSelect):
     """The image with the most (or fewest) X, when that image is the only one."""
 
     skills = ("calculating", "context understanding")
     most = True
 
-    def candidates(self, graphs, ctx):
-        out = []
-        for label in _labels(graphs):
-            if not is_countable(label):
-                continue
-            counts = [g.label_counts[label] for g in graphs]
-            if self.most:
-                # a real comparison: at least two images have some X
-                if sum(c > 0 for c in counts) < 2:
-                    continue
-                target = max(counts)
-            else:
-                # "fewest" only among images that all have X, so none is trivially empty
-                if min(counts) < 1:
-                    continue
-                target = min(counts)
-            right = _only_index([c == target for c in counts])
-            if right is not None:
-                out.append(_select((label,), ctx.freq.objects[label], {"objs": plural(label)},
-                                   right, [label], {"label": label, "counts": counts}))
-        return out
+    def right_image(self, graphs, label, counts):
+        if not is_countable(label):
+            return None
+        if self.most:
+            # a real comparison: at least two images have some X
+            if sum(c > 0 for c in counts) < 2:
+                return None
+            target = max(counts)
+        else:
+            # "fewest" only among images that all have X, so none is trivially empty
+            if min(counts) < 1:
+                return None
+            target = min(counts)
+        return _only_index([c == target for c in counts])
 
 
 @register
 class ImageMostObject(_ExtremeCount):
+    """Which image has the most X (ProVision, arXiv 2412.07012)."""
+
     name = "image_most_object"
     most = True
     phrasings = (
         "Which image has the most {objs}?",
-        "In which of the {m} images are there the greatest number of {objs}?",
-        "Comparing the images, which one shows more {objs} than any other?",
+        "Which of the {m} images has the greatest number of {objs}?",
+        "Comparing the images, which one shows the most {objs}?",
         "Which picture contains the largest number of {objs}?",
         "Count the {objs} in each image. Which image has the highest count?",
     )
@@ -375,12 +453,14 @@ class ImageMostObject(_ExtremeCount):
 
 @register
 class ImageLeastObject(_ExtremeCount):
+    """Which image has the fewest X, among images that all have some (ProVision, arXiv 2412.07012)."""
+
     name = "image_least_object"
     most = False
     phrasings = (
         "Which image has the fewest {objs}?",
-        "In which of the {m} images are there the smallest number of {objs}?",
-        "Every image has some {objs}. Which one has the fewest?",
+        "Which of the {m} images has the smallest number of {objs}?",
+        "Each image has some {objs}. Which one has the fewest?",
         "Which picture contains the lowest number of {objs}?",
         "Count the {objs} in each image. Which image has the lowest count?",
     )
@@ -401,9 +481,11 @@ class _Total(MultiGenerator):
 
 @register
 class TotalObjectCount(_Total):
+    """How many X the images hold together (ProVision, arXiv 2412.07012)."""
+
     name = "total_object_count"
     phrasings = (
-        "How many {objs} are there in all {m} images together?",
+        "How many {objs} are there in {all_m} together?",
         "Adding up every image, how many {objs} can be seen?",
         "What is the total number of {objs} across these images?",
         "Count the {objs} in each image and add them up. What is the total?",
@@ -412,9 +494,7 @@ class TotalObjectCount(_Total):
 
     def candidates(self, graphs, ctx):
         out = []
-        for label in _labels(graphs):
-            if not is_countable(label):
-                continue
+        for label in filter(is_countable, _labels(graphs)):
             counts = [g.label_counts[label] for g in graphs]
             out.append(Candidate(key=(label,), rarity=ctx.freq.objects[label],
                                  fields={"objs": plural(label)}, objects=[label],
@@ -423,12 +503,23 @@ class TotalObjectCount(_Total):
         return out
 
 
+def _annotated_in(graphs: Sequence[SceneGraph], label: str, category: str | None) -> bool:
+    """Every X in every image says something in the category, so an X without the
+    attribute is known not to have it."""
+    return category is not None and all(
+        any(attribute_category(a) == category for a in ob.attributes)
+        for g in graphs for ob in g.objects if ob.label == label)
+
+
 @register
 class TotalAttributedCount(_Total):
+    """How many {attr} X the images hold together (ProVision, arXiv 2412.07012); asked only
+    when every X of the group is annotated in the attribute's category."""
+
     name = "total_attributed_count"
     skills = ("calculating", "referencing", "context understanding")
     phrasings = (
-        "How many {attr} {objs} are there in all {m} images together?",
+        "How many {attr} {objs} are there in {all_m} together?",
         "Adding up every image, how many {attr} {objs} can be seen?",
         "What is the total number of {attr} {objs} across these images?",
         "Count the {attr} {objs} in each image and add them up. What is the total?",
@@ -439,7 +530,7 @@ class TotalAttributedCount(_Total):
         pairs, per = _attributed_pairs(graphs)
         out = []
         for attr, label in pairs:
-            if not is_countable(label):
+            if not is_countable(label) or not _annotated_in(graphs, label, attribute_category(attr)):
                 continue
             counts = [c[(attr, label)] for c in per]
             out.append(Candidate(key=(attr, label),
@@ -451,40 +542,25 @@ class TotalAttributedCount(_Total):
         return out
 
 
-def _fill(near: list[str], far: list[str], need: int) -> list[str]:
-    """Distractors from the group first; dataset-wide ones only to reach `need`."""
+def _fill(near: list[str], far, need: int) -> list[str]:
+    """Distractors from the group first; dataset-wide ones (`far`: a list, or a function
+    giving an iterable, called only when needed) only to reach `need`."""
     if len(near) >= need:
         return near
-    return near + [x for x in far if x not in near][: need - len(near)]
+    out = list(near)
+    for x in far() if callable(far) else far:
+        if len(out) >= need:
+            break
+        if x not in out:
+            out.append(x)
+    return out
 
 
-@register
-class CommonObject(MultiGenerator):
-    """An object every image has. Short answer only when exactly one label is shared;
-    otherwise multiple choice whose other options are labels missing from some image."""
+class _Common(MultiGenerator):
+    """What every image shares. Short answer only when exactly one thing is shared;
+    otherwise multiple choice whose other options are known to be missing from some image."""
 
-    name = "common_object"
     skills = ("existence", "context understanding")
-    phrasings = (
-        "Which object appears in every one of these images?",
-        "What kind of object can be found in all {m} images?",
-        "Name the object that all of the images have in common.",
-        "Which thing is present in each image?",
-        "Looking at all {m} images, which object shows up in every one?",
-    )
-
-    def candidates(self, graphs, ctx):
-        labels = _labels(graphs)
-        common = [l for l in labels if all(g.label_counts[l] > 0 for g in graphs)]
-        some = [l for l in labels if l not in common]
-        dataset = [l for l, _ in sorted(ctx.freq.objects.items(), key=lambda kv: (-kv[1], kv[0]))
-                   if l not in common]
-        return [Candidate(key=(label,), rarity=ctx.freq.objects[label], fields={}, answer=label,
-                          objects=[label],
-                          meta={"label": label, "common": common,
-                                "counts": [g.label_counts[label] for g in graphs]},
-                          extra={"unique": len(common) == 1, "near": some, "far": dataset})
-                for label in common]
 
     def finish(self, c, graphs, rng, ctx):
         want_mc = rng.random() < ctx.mc_ratio
@@ -497,42 +573,78 @@ class CommonObject(MultiGenerator):
 
 
 @register
-class CommonAttribute(MultiGenerator):
-    """An attribute that some X carries in every image. Short answer when it is the only
-    such attribute of X; otherwise multiple choice against attributes not shared by all."""
+class CommonObject(_Common):
+    """An object every image has (ProVision, arXiv 2412.07012). A wrong option is a name
+    that some image may not show under any name ("human" is never offered beside a "batter")."""
+
+    name = "common_object"
+    phrasings = (
+        "Which object appears in each of these images?",
+        "What kind of object can be found in {all_m}?",
+        "Name the object that the images have in common.",
+        "Which thing is present in each image?",
+        "Looking at {all_m}, which object shows up in each of them?",
+    )
+
+    def candidates(self, graphs, ctx):
+        labels = _labels(graphs)
+        common = _labels(graphs, least=1)
+
+        def missing_somewhere(label: str) -> bool:
+            return label not in common and not all(_may_show(g, label) for g in graphs)
+
+        some = [l for l in labels if missing_somewhere(l)]
+
+        def dataset():  # the dataset's most common names, as far as needed
+            return filter(missing_somewhere, _most_common(ctx.freq.objects))
+
+        return [Candidate(key=(label,), rarity=ctx.freq.objects[label], fields={}, answer=label,
+                          objects=[label],
+                          meta={"label": label, "common": common,
+                                "counts": [g.label_counts[label] for g in graphs]},
+                          extra={"unique": len(common) == 1, "near": some, "far": dataset})
+                for label in common]
+
+
+@register
+class CommonAttribute(_Common):
+    """An attribute some X carries in every image (ProVision, arXiv 2412.07012). A wrong
+    option is a word of the same kind that some image is known not to have on its X."""
 
     name = "common_attribute"
     skills = ("referencing", "context understanding")
     phrasings = (
-        "Every image has {obj}. Which attribute does it have in all of them?",
-        "What property do the {objs} share across all {m} images?",
+        "Each image has {obj}. Which attribute does it have in each of them?",
+        "What property do the {objs} share across {all_m}?",
         "Across these images, which attribute is common to the {label} in each one?",
-        "The {label} appears in all {m} images. What characteristic is the same every time?",
+        "The {label} appears in {all_m}. What characteristic is the same every time?",
         "Which attribute describes {obj} in each of the images?",
     )
 
     def candidates(self, graphs, ctx):
         out = []
-        for label in _labels(graphs):
-            if not all(g.label_counts[label] > 0 for g in graphs):
-                continue
+        for label in _labels(graphs, least=1):
             per = [_unique([a for ob in g.objects if ob.label == label for a in ob.attributes])
                    for g in graphs]
             seen = sorted({a for p in per for a in p})
-            common = [a for a in seen if all(a in p for p in per)]
-            some = [a for a in seen if a not in common]
+            shared = [a for a in seen if all(a in p for p in per)]  # vague words too, for `unique`
+            common = [a for a in shared if askable_attribute(a)]
+
+            def wrong(a: str) -> bool:
+                return (askable_attribute(a) and a not in shared and not any(too_close(c, a) for c in shared)
+                        and any(_known_without(g, label, a) for g in graphs))
+
+            some = [a for a in seen if wrong(a)]
             for attr in common:
                 cat = attribute_category(attr)
-                far = [a for a in (attributes_in_category(cat) if cat else []) if a not in common]
+                far = [a for a in (attributes_in_category(cat) if cat else []) if wrong(a)]
                 out.append(Candidate(
                     key=(label, attr), rarity=ctx.freq.attributes[attr] + ctx.freq.objects[label],
                     fields={"obj": with_article(label), "objs": plural(label), "label": label},
                     answer=attr, objects=[label],
                     meta={"label": label, "attribute": attr, "common": common, "per_image": per},
-                    extra={"unique": len(common) == 1, "near": some, "far": far}))
+                    extra={"unique": len(shared) == 1, "near": some, "far": far}))
         return out
-
-    finish = CommonObject.finish
 
 
 # ----------------------------------------------------------------------------------------
@@ -559,20 +671,32 @@ def _swapped(parts: list[list[str]], alternatives: Callable[[str, list[str]], li
     return out
 
 
-def _compare_finish(c: Candidate, rng: random.Random, ctx: GenContext,
-                    alternatives: Callable[[str, list[str]], list[str]]) -> tuple[str, list[str]]:
-    answer = per_image(c.extra["parts"])
-    if rng.random() < ctx.mc_ratio:
-        wrong = _rotations(c.extra["parts"]) + _swapped(c.extra["parts"], alternatives, rng)
-        options = as_multiple_choice(rng, answer, _unique([per_image(w) for w in wrong]), ctx.n_choices)
-        if options is not None:
-            return answer, options
-    return answer, []
+class _Compare(MultiGenerator):
+    """The answer lists something image by image; wrong options pair the lists with the
+    wrong images, or swap one item for one that is clearly not it (`alternatives`, drawing
+    on what `choices` gives once per question)."""
+
+    def choices(self, graphs: list[SceneGraph], ctx: GenContext) -> Any:
+        return None
+
+    def alternatives(self, choices: Any, item: str, current: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def finish(self, c, graphs, rng, ctx):
+        answer = per_image(c.extra["parts"])
+        if rng.random() < ctx.mc_ratio:
+            choices = self.choices(graphs, ctx)
+            wrong = _rotations(c.extra["parts"]) + _swapped(
+                c.extra["parts"], lambda item, current: self.alternatives(choices, item, current), rng)
+            options = as_multiple_choice(rng, answer, _unique([per_image(w) for w in wrong]), ctx.n_choices)
+            if options is not None:
+                return answer, options
+        return answer, []
 
 
 @register
-class CompareAttributes(MultiGenerator):
-    """The attributes of the one X in each image, listed image by image."""
+class CompareAttributes(_Compare):
+    """The attributes of the one X in each image (ProVision, arXiv 2412.07012)."""
 
     name = "compare_attributes"
     skills = ("referencing", "context understanding")
@@ -586,9 +710,7 @@ class CompareAttributes(MultiGenerator):
 
     def candidates(self, graphs, ctx):
         out = []
-        for label in _labels(graphs):
-            if not all(g.label_counts[label] == 1 for g in graphs):
-                continue  # "the X" must name one object in every image
+        for label in _labels(graphs, least=1, most=1):  # "the X" must name one object in every image
             parts = [_unique(g.objects[_index_of(g, label)].attributes) for g in graphs]
             if not all(parts):
                 continue
@@ -597,17 +719,18 @@ class CompareAttributes(MultiGenerator):
                                  extra={"parts": parts}))
         return out
 
-    def finish(self, c, graphs, rng, ctx):
-        def alternatives(attr: str, current: list[str]) -> list[str]:
-            cat = attribute_category(attr)
-            return [a for a in attributes_in_category(cat) if a not in current] if cat else []
-
-        return _compare_finish(c, rng, ctx, alternatives)
+    def alternatives(self, choices, attr, current):
+        """Words of the same category, neither vague nor near any of the object's own."""
+        cat = attribute_category(attr)
+        if not cat:
+            return []
+        return [a for a in attributes_in_category(cat)
+                if a not in current and askable_attribute(a) and not any(too_close(c, a) for c in current)]
 
 
 @register
-class CompareRelations(MultiGenerator):
-    """How the one X relates to the one Y in each image, listed image by image."""
+class CompareRelations(_Compare):
+    """How the one X relates to the one Y in each image (ProVision, arXiv 2412.07012)."""
 
     name = "compare_relations"
     skills = ("relationship description", "context understanding")
@@ -621,7 +744,7 @@ class CompareRelations(MultiGenerator):
 
     def candidates(self, graphs, ctx):
         out = []
-        shared = [l for l in _labels(graphs) if all(g.label_counts[l] == 1 for g in graphs)]
+        shared = _labels(graphs, least=1, most=1)
         for subj in shared:
             for obj in shared:
                 if subj == obj:
@@ -640,12 +763,12 @@ class CompareRelations(MultiGenerator):
                                      extra={"parts": parts}))
         return out
 
-    def finish(self, c, graphs, rng, ctx):
+    def choices(self, graphs, ctx):
+        """Predicates of the group and the dataset's 20 most common ones."""
         group_preds = sorted({r.predicate for g in graphs for r in g.relations})
         dataset = [p for p, _ in sorted(ctx.freq.relations.items(), key=lambda kv: (-kv[1], kv[0]))]
-        pool = _unique(group_preds + dataset[:20])
+        return _unique(group_preds + dataset[:20])
 
-        def alternatives(pred: str, current: list[str]) -> list[str]:
-            return [p for p in pool if p not in current]
-
-        return _compare_finish(c, rng, ctx, alternatives)
+    def alternatives(self, pool, pred, current):
+        """Predicates of the pool, none near the true ones."""
+        return [p for p in pool if p not in current and not any(too_close(c, p) for c in current)]

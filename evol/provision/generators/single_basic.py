@@ -1,8 +1,10 @@
-"""Single-image generators 1-13: counting, frequency, position, attributes, relations.
+"""Single-image generators 1-13 of ProVision (arXiv 2412.07012), written anew: counting,
+frequency, position, attributes, relations.
 
-Each generator reads `graphs[0]`, lists every question the graph can answer without doubt,
-draws up to `n` of them without replacement (rare objects, attributes and predicates are
-favoured through `pick_rare`), and writes each as a short-answer or multiple-choice QA.
+Each generator follows the shared template (`base.DrawnGenerator`): it reads `graphs[0]`,
+lists every question the graph can answer without doubt, draws up to `n` of them without
+replacement (rare objects, attributes and predicates first), and writes each as a
+short-answer or multiple-choice QA.
 
 Guards that keep answers right:
 - counts are asked only for countable labels whose boxes are clean (no box holds another box
@@ -14,7 +16,12 @@ Guards that keep answers right:
   "on") and vague words that may also be true ("near", "dark");
 - relation questions by label need both labels to be unique in the image; a vague predicate
   ("near", "next to") is asked only in short-answer form, since a specific wrong option could
-  hold as well, and never in subject selection, where wrong candidates may be near too.
+  hold as well, and never in subject selection, where wrong candidates may be near too;
+- a rival or wrong candidate is never another name for the answer ("person" beside "man",
+  `vocab.may_name_same`), and in subject selection never a thing the graph ties to the true
+  subject (the bat the batter swings is not offered as "not about to hit the ball");
+- attributes too vague to grade ("colorful", "pale") and the "other" and gender categories
+  are never asked (`vocab.askable_attribute`).
 
 Only lists and sorted keys are iterated, so the output depends on the rng alone.
 """
@@ -26,11 +33,13 @@ import weakref
 from functools import cached_property, lru_cache
 from typing import Sequence, TypeVar
 
-from evol.provision.base import (QA, GenContext, Generator, as_multiple_choice, box_texts, draw_rare, number,
-                                 pick_rare, register)
+from evol.provision.base import (FIRST, DrawnGenerator, GenContext, as_multiple_choice, box_texts, maybe_options,
+                                 number, pick_rare, register)
 from evol.provision.graph import SceneGraph
 from evol.provision import vocab
-from evol.provision.vocab import CATEGORIES, attribute_category, attributes_in_category, is_countable, plural
+from evol.provision.vocab import (CATEGORIES, UNASKED_CATEGORIES, VAGUE_ATTRIBUTES, askable_attribute,
+                                  attribute_category, attributes_in_category, is_countable, may_name_same, plural,
+                                  verb_phrase)
 
 T = TypeVar("T")
 
@@ -101,12 +110,17 @@ _ATTRIBUTE_SYNONYMS = [
     ("tilted", "slanted", "angled", "diagonal", "leaning"), ("upright", "vertical"),
     ("raised", "lifted", "extended", "outstretched"),
 ]
-# Words too vague to be a right answer or a safe wrong one.
-_VAGUE_ATTRIBUTES = frozenset({"dark", "light", "pale", "colorful", "multicolored", "bright", "on", "off",
-                               "distant", "blurry", "medium", "half", "clear", "reflected",
-                               "partially visible", "turned"})
-# Categories not asked about: "other" is a grab bag, and gender is not read off an image.
-_SKIPPED_CATEGORIES = frozenset({"other", "gender"})
+# Words too vague to be a right answer or a safe wrong one, and categories never asked
+# about (the vague-word filter every generator that draws attributes applies).
+_VAGUE_ATTRIBUTES = VAGUE_ATTRIBUTES
+_SKIPPED_CATEGORIES = UNASKED_CATEGORIES
+
+
+def _askable_category(attr: str) -> str | None:
+    """The category of an attribute a question may be about, or None: words outside the
+    vocabulary, in a skipped category, or too vague to grade are never asked."""
+    return attribute_category(attr) if askable_attribute(attr) else None
+
 
 _PREDICATE_SYNONYMS = [
     ("on", "on top of", "sitting on", "standing on", "lying on", "resting on", "parked on",
@@ -124,11 +138,6 @@ _PREDICATE_SYNONYMS = [
 ]
 _VAGUE_PREDICATES = frozenset({"near", "next to", "beside", "by", "with", "has", "have", "close to",
                                "around", "and", "at", "along", "of", "to"})
-# Words for people: one may name the same person as another, so they never stand in for
-# each other as wrong candidates.
-_PEOPLE = frozenset({"person", "man", "woman", "boy", "girl", "child", "kid", "people", "guy",
-                     "lady", "player", "men", "women", "skier", "surfer", "skateboarder", "rider",
-                     "batter", "catcher", "pitcher", "umpire", "adult", "baby", "human"})
 COMMON_PREDICATES = [
     "on", "in", "under", "behind", "in front of", "holding", "wearing", "riding", "above",
     "below", "inside", "attached to", "hanging on", "sitting on", "standing on", "carrying",
@@ -170,19 +179,7 @@ def _valid_predicate(p: str) -> bool:
     return bool(p) and p != "of"
 
 
-_FINITE_VERBS = frozenset({"has", "have", "wears", "holds", "carries", "contains", "covers", "eats",
-                           "uses", "sits", "stands", "rides", "touches", "pulls", "supports",
-                           "drinks", "hits", "throws", "catches", "watches", "faces", "owns"})
-
-
-def _be_phrase(p: str) -> str:
-    """The predicate as a verb phrase after "which": "on" -> "is on", "has" -> "has"."""
-    first = p.split()[0]
-    if first in ("is", "are"):
-        return "is " + p.split(" ", 1)[1] if " " in p else "is"
-    if first in _FINITE_VERBS:
-        return p
-    return "is " + p
+_be_phrase = verb_phrase  # the predicate after "which": "on" -> "is on", "walks on" -> "walks on"
 
 
 # -- geometry ---------------------------------------------------------------------------
@@ -301,24 +298,17 @@ def _facts(g: SceneGraph) -> _Facts:
 
 # -- sampling and output ----------------------------------------------------------------
 
-def _mc_or_none(rng: random.Random, ctx: GenContext, answer: str, distractors: Sequence[str],
-                k: int) -> list[str] | None:
-    """Options when this QA is drawn as multiple choice and enough distractors exist."""
-    if rng.random() < ctx.mc_ratio:
-        return as_multiple_choice(rng, answer, distractors, k)
-    return None
-
-
 def _pick_candidates(rng: random.Random, ctx: GenContext, answer: str, others: Sequence[str],
-                     k: int) -> tuple[list[str], list[str] | None]:
-    """Candidates named in a "which of these" question: as MC options, or listed in the text."""
-    options = _mc_or_none(rng, ctx, answer, others, k)
-    if options is not None:
+                     k: int) -> tuple[list[str], list[str]]:
+    """Candidates named in a "which of these" question: as MC options, or listed in the text
+    (then the options are [])."""
+    options = maybe_options(rng, ctx, answer, others, k)
+    if options:
         return options, options
     pool = sorted(set(others) - {answer})
     chosen = rng.sample(pool, min(k - 1, len(pool))) + [answer]
     rng.shuffle(chosen)
-    return chosen, None
+    return chosen, []
 
 
 def _count_values(n: int, k: int) -> list[int]:
@@ -327,22 +317,46 @@ def _count_values(n: int, k: int) -> list[int]:
     return list(range(lo, lo + k))
 
 
-class _Base(Generator):
-    def _qa(self, question: str, answer: str, options: list[str] | None, objects: list[str],
-            metadata: dict) -> QA:
-        return QA(generator=self.name, question=question, answer=answer, options=list(options or []),
-                  objects=objects, skills=list(self.skills),
-                  metadata={"form": "mc" if options else "short", **metadata})
+def _count_answer(rng: random.Random, ctx: GenContext, k: int) -> tuple[str, list[str]]:
+    """The count as the answer, and nearby counts as options when drawn as multiple choice."""
+    answer = number(k, ctx)
+    others = [number(v, ctx) for v in _count_values(k, ctx.n_choices) if v != k]
+    return answer, maybe_options(rng, ctx, answer, others)
 
 
-def _first(graphs: list[SceneGraph], n: int) -> SceneGraph | None:
-    return graphs[0] if graphs and n > 0 else None
+class _Base(DrawnGenerator):
+    """The template as the generators here use it: the facts are the image's `_Facts`, all
+    draws come first, and each QA's metadata says its form ("mc" or "short")."""
+
+    draw = FIRST
+    short_templates: tuple[str, ...] = ()  # "which of these" questions: candidates in the text
+    mc_templates: tuple[str, ...] = ()  # ... and as options
+
+    def facts(self, graphs, ctx):
+        return _facts(graphs[0])
+
+    def qa(self, question, answer, options, objects, metadata):
+        return super().qa(question, answer, options, objects, {"form": "mc" if options else "short", **metadata})
+
+    def which(self, rng: random.Random, ctx: GenContext, answer: str, others: Sequence[str], k: int,
+              names=list, **fields: str) -> tuple[list[str], list[str], str]:
+        """A "which of these" question: (the candidates shown, the options, the question).
+        `names` writes the candidates as the short form's text lists them."""
+        shown, options = _pick_candidates(rng, ctx, answer, others, k)
+        if options:
+            return shown, options, self.say(rng, self.mc_templates, **fields)
+        listed = names(shown)
+        return shown, options, self.say(rng, self.short_templates, cands=_join(listed),
+                                        cands_and=_join(listed, "and"), **fields)
 
 
 # -- 1. count objects -------------------------------------------------------------------
 
 @register
 class CountObjects(_Base):
+    """ProVision's object counting (arXiv 2412.07012): how many of a countable object, asked
+    only when every box of that label is a clean single instance."""
+
     name = "count_objects"
     skills = ("calculating", "existence")
     templates = (
@@ -353,72 +367,80 @@ class CountObjects(_Base):
         "Tell me how many {things} this image contains.",
     )
 
-    def generate(self, graphs, rng, ctx, n):
-        g = _first(graphs, n)
-        if g is None:
-            return []
-        facts = _facts(g)
-        ranges = facts.ranges
-        labels = [lab for lab, (lo, hi) in ranges.items() if lo == hi and hi > 0]
-        out = []
-        for label in draw_rare(rng, labels, lambda lab: ctx.freq.objects[lab], n):
-            k = ranges[label][1]
-            question = rng.choice(self.templates).format(things=plural(label))
-            answer = number(k, ctx)
-            others = [number(v, ctx) for v in _count_values(k, ctx.n_choices) if v != k]
-            options = _mc_or_none(rng, ctx, answer, others, ctx.n_choices)
-            boxes = [facts.box_text[i] for i in facts.by_label[label]]
-            out.append(self._qa(question, answer, options, [label],
-                                {"label": label, "count": k, "boxes": boxes}))
-        return out
+    def candidates(self, facts, ctx):
+        return [lab for lab, (lo, hi) in facts.ranges.items() if lo == hi and hi > 0]
+
+    def rarity(self, facts, label, ctx):
+        return ctx.freq.objects[label]
+
+    def word(self, facts, label, rng, ctx):
+        k = facts.ranges[label][1]
+        question = self.say(rng, self.templates, things=plural(label))
+        answer, options = _count_answer(rng, ctx, k)
+        boxes = [facts.box_text[i] for i in facts.by_label[label]]
+        return self.qa(question, answer, options, [label], {"label": label, "count": k, "boxes": boxes})
 
 
 # -- 2-3. most / least frequent ---------------------------------------------------------
 
+def _most_named(facts: _Facts, label: str) -> int:
+    """The most objects of the image that `label` may name: its own highest count, plus every
+    object of another name that may be called the same ("person" for a "man")."""
+    hi = facts.ranges[label][1]
+    for other, count in facts.g.label_counts.items():
+        if other != label and may_name_same(other, label):
+            hi += facts.ranges[other][1] if other in facts.ranges else count
+    return hi
+
+
 class _Frequency(_Base):
+    """ProVision's most / least frequent object (arXiv 2412.07012) among a few candidates;
+    the answer must win however container boxes are counted."""
+
     most = True
     skills = ("calculating", "existence")
-    short_templates: tuple[str, ...] = ()
-    mc_templates: tuple[str, ...] = ()
 
-    def generate(self, graphs, rng, ctx, n):
-        g = _first(graphs, n)
-        if g is None:
-            return []
-        ranges = _facts(g).ranges
+    def candidates(self, facts, ctx):
+        ranges = facts.ranges
         labels = list(ranges)
-        # An answer must win however the doubtful boxes are read: for "most" its lowest
-        # count beats every rival's highest; for "least" its highest is below their lowest.
+        top = {a: _most_named(facts, a) for a in labels}
+        # An answer must win however the doubtful boxes are read, and whatever else its
+        # objects may be called: for "most" its lowest count beats every rival's highest
+        # (objects of other names the rival may stand for included); for "least" its highest
+        # is below their lowest. A rival is never another name for the answer.
         if self.most:
-            beats = {a: [b for b in labels if b != a and ranges[b][1] < ranges[a][0]] for a in labels}
+            beats = [(a, [b for b in labels if b != a and top[b] < ranges[a][0] and not may_name_same(a, b)])
+                     for a in labels]
         else:
-            beats = {a: [b for b in labels if b != a and ranges[b][0] > ranges[a][1]] for a in labels}
-        answers = [a for a in labels if beats[a]]
-        out = []
-        for label in draw_rare(rng, answers, lambda lab: ctx.freq.objects[lab], n):
-            cands, options = _pick_candidates(rng, ctx, label, beats[label], ctx.n_choices)
-            if options:
-                question = rng.choice(self.mc_templates)
-            else:
-                question = rng.choice(self.short_templates).format(
-                    cands=_join(cands), cands_and=_join(cands, "and"))
-            out.append(self._qa(question, label, options, list(cands), {
-                "labels": list(cands),
-                "counts": {c: ranges[c][0] for c in cands},
-                "counts_with_container_boxes": {c: ranges[c][1] for c in cands},
-            }))
-        return out
+            beats = [(a, [b for b in labels if b != a and ranges[b][0] > top[a] and not may_name_same(a, b)])
+                     for a in labels]
+        return [(a, rivals) for a, rivals in beats if rivals]
+
+    def rarity(self, facts, cand, ctx):
+        return ctx.freq.objects[cand[0]]
+
+    def word(self, facts, cand, rng, ctx):
+        label, rivals = cand
+        ranges = facts.ranges
+        cands, options, question = self.which(rng, ctx, label, rivals, ctx.n_choices)
+        return self.qa(question, label, options, list(cands), {
+            "labels": list(cands),
+            "counts": {c: ranges[c][0] for c in cands},
+            "counts_with_container_boxes": {c: ranges[c][1] for c in cands},
+        })
 
 
 @register
 class MostFrequentObject(_Frequency):
+    """Which of a few kinds of object appears most often (ProVision, arXiv 2412.07012)."""
+
     name = "most_frequent_object"
     most = True
     short_templates = (
-        "Which of these appears the most times in the image: {cands}?",
-        "Among {cands_and}, which object is the most numerous here?",
-        "Of {cands_and}, which one has the largest number of instances in the picture?",
-        "Looking at {cands_and}, which kind of object shows up most often?",
+        "Which kind of object appears the most times in the image: {cands}?",
+        "Of these kinds of object ({cands_and}), which is the most numerous here?",
+        "Which kind of object has the largest number of instances in the picture: {cands}?",
+        "Among the object kinds {cands_and}, which shows up most often?",
     )
     mc_templates = (
         "Which of the following objects appears the most times in the image?",
@@ -430,13 +452,15 @@ class MostFrequentObject(_Frequency):
 
 @register
 class LeastFrequentObject(_Frequency):
+    """Which of a few kinds of object appears least often (ProVision, arXiv 2412.07012)."""
+
     name = "least_frequent_object"
     most = False
     short_templates = (
-        "Which of these appears the fewest times in the image: {cands}?",
-        "Among {cands_and}, which object is the least numerous here?",
-        "Of {cands_and}, which one has the smallest number of instances in the picture?",
-        "Looking at {cands_and}, which kind of object shows up least often?",
+        "Which kind of object appears the fewest times in the image: {cands}?",
+        "Of these kinds of object ({cands_and}), which is the least numerous here?",
+        "Which kind of object has the smallest number of instances in the picture: {cands}?",
+        "Among the object kinds {cands_and}, which shows up least often?",
     )
     mc_templates = (
         "Which of the following objects appears the fewest times in the image?",
@@ -449,58 +473,61 @@ class LeastFrequentObject(_Frequency):
 # -- 4-7. left-most / right-most / top-most / bottom-most -------------------------------
 
 class _Extreme(_Base):
+    """ProVision's left-most / right-most / top-most / bottom-most object (arXiv 2412.07012)
+    among three label-unique objects whose intervals on the axis lie apart."""
+
     axis = 0  # 0: horizontal (x), 1: vertical (y)
     far = False  # True when the answer has the largest coordinates (right, bottom)
     n_options = 3
     skills = ("grounding", "relationship description")
-    short_templates: tuple[str, ...] = ()
-    mc_templates: tuple[str, ...] = ()
 
     def _interval(self, g: SceneGraph, i: int) -> tuple[float, float]:
         box = g.objects[i].box
         lo, hi = box[self.axis], box[self.axis + 2]
         return (-hi, -lo) if self.far else (lo, hi)  # mirrored so the answer is always lowest
 
-    def generate(self, graphs, rng, ctx, n):
-        g = _first(graphs, n)
-        if g is None:
-            return []
+    def candidates(self, facts, ctx):
+        g = facts.g
         objs = [i for i in range(len(g.objects)) if g.unique_label(i)]
         iv = {i: self._interval(g, i) for i in objs}
-        # For an answer a, `beyond[a]` lists objects wholly past it on the axis; a triple
-        # exists when two of those are apart: min(end) <= max(start) among them.
-        beyond: dict[int, list[int]] = {}
-        for a in objs:
-            rest = [b for b in objs if b != a and iv[b][0] >= iv[a][1]]
-            if len(rest) >= 2 and min(iv[b][1] for b in rest) <= max(iv[b][0] for b in rest):
-                beyond[a] = rest
-        label_freq = lambda i: ctx.freq.objects[g.objects[i].label]  # noqa: E731
+        # For an answer a, the objects wholly past it on the axis; a triple exists when two
+        # of those are apart: min(end) <= max(start) among them.
         out = []
-        for a in draw_rare(rng, list(beyond), label_freq, n):
-            rest = beyond[a]
-            apart = lambda x, y: iv[x][1] <= iv[y][0] or iv[y][1] <= iv[x][0]  # noqa: E731
-            firsts = [b for b in rest if any(apart(b, c) for c in rest if c != b)]
-            b = pick_rare(rng, firsts, label_freq)
-            c = pick_rare(rng, [c for c in rest if c != b and apart(b, c)], label_freq)
-            answer = g.objects[a].label
-            others = [g.objects[b].label, g.objects[c].label]
-            cands, options = _pick_candidates(rng, ctx, answer, others, self.n_options)
-            if options:
-                question = rng.choice(self.mc_templates)
-            else:
-                question = rng.choice(self.short_templates).format(
-                    cands=_join(_the(cands)), cands_and=_join(_the(cands), "and"))
-            by_label = {g.objects[i].label: i for i in (a, b, c)}
-            out.append(self._qa(question, answer, options, list(cands), {
-                "labels": list(cands),
-                "boxes": {lab: box_texts(g)[by_label[lab]] for lab in cands},
-                "axis": "x" if self.axis == 0 else "y",
-            }))
+        for a in objs:
+            # rivals wholly past the answer, never another name for it
+            rest = [b for b in objs if b != a and iv[b][0] >= iv[a][1]
+                    and not may_name_same(g.objects[a].label, g.objects[b].label)]
+            if len(rest) >= 2 and min(iv[b][1] for b in rest) <= max(iv[b][0] for b in rest):
+                out.append((a, rest))
         return out
+
+    def rarity(self, facts, cand, ctx):
+        return ctx.freq.objects[facts.g.objects[cand[0]].label]
+
+    def word(self, facts, cand, rng, ctx):
+        g = facts.g
+        a, rest = cand
+        iv = {i: self._interval(g, i) for i in rest}
+        apart = lambda x, y: iv[x][1] <= iv[y][0] or iv[y][1] <= iv[x][0]  # noqa: E731
+        label_freq = lambda i: ctx.freq.objects[g.objects[i].label]  # noqa: E731
+        firsts = [b for b in rest if any(apart(b, c) for c in rest if c != b)]
+        b = pick_rare(rng, firsts, label_freq)
+        c = pick_rare(rng, [c for c in rest if c != b and apart(b, c)], label_freq)
+        answer = g.objects[a].label
+        others = [g.objects[b].label, g.objects[c].label]
+        cands, options, question = self.which(rng, ctx, answer, others, self.n_options, names=_the)
+        by_label = {g.objects[i].label: i for i in (a, b, c)}
+        return self.qa(question, answer, options, list(cands), {
+            "labels": list(cands),
+            "boxes": {lab: facts.box_text[by_label[lab]] for lab in cands},
+            "axis": "x" if self.axis == 0 else "y",
+        })
 
 
 @register
 class LeftmostObject(_Extreme):
+    """Which of three objects lies furthest to the left (ProVision, arXiv 2412.07012)."""
+
     name = "leftmost_object"
     axis, far = 0, False
     short_templates = (
@@ -519,6 +546,8 @@ class LeftmostObject(_Extreme):
 
 @register
 class RightmostObject(_Extreme):
+    """Which of three objects lies furthest to the right (ProVision, arXiv 2412.07012)."""
+
     name = "rightmost_object"
     axis, far = 0, True
     short_templates = (
@@ -537,6 +566,8 @@ class RightmostObject(_Extreme):
 
 @register
 class TopmostObject(_Extreme):
+    """Which of three objects sits highest in the image (ProVision, arXiv 2412.07012)."""
+
     name = "topmost_object"
     axis, far = 1, False
     short_templates = (
@@ -555,6 +586,8 @@ class TopmostObject(_Extreme):
 
 @register
 class BottommostObject(_Extreme):
+    """Which of three objects sits lowest in the image (ProVision, arXiv 2412.07012)."""
+
     name = "bottommost_object"
     axis, far = 1, True
     short_templates = (
@@ -603,6 +636,9 @@ def _same_attribute(a: str, b: str) -> bool:
 
 @register
 class CountAttributedObjects(_Base):
+    """ProVision's attributed counting (arXiv 2412.07012): how many X are {attr}, asked only
+    when every X is annotated in that attribute's category."""
+
     name = "count_attributed_objects"
     skills = ("calculating", "referencing")
     templates = (
@@ -613,48 +649,42 @@ class CountAttributedObjects(_Base):
         "Tell me how many {attr} {things} can be seen.",
     )
 
-    def generate(self, graphs, rng, ctx, n):
-        g = _first(graphs, n)
-        if g is None:
-            return []
-        facts = _facts(g)
-        ranges = facts.ranges
+    def candidates(self, facts, ctx):
         cands: list[tuple[str, str, int]] = []
-        for label, (lo, hi) in ranges.items():
+        for label, (lo, hi) in facts.ranges.items():
             if lo != hi:
                 continue
-            members = facts.by_label[label]
-            member_attrs = [facts.attrs[i] for i in members]
+            member_attrs = [facts.attrs[i] for i in facts.by_label[label]]
             member_cats = [{attribute_category(b) for b in m} for m in member_attrs]
             seen: list[str] = []
-            for attrs in member_attrs:
-                for a in attrs:
-                    cat = attribute_category(a)
-                    if a in seen or cat is None or cat in _SKIPPED_CATEGORIES or a in _VAGUE_ATTRIBUTES:
-                        continue
-                    seen.append(a)
-                    # Every member must say something in this category, or an unannotated
-                    # one might have the attribute too.
-                    if not all(cat in cats for cats in member_cats):
-                        continue
-                    has = [any(_same_attribute(a, b) for b in m) for m in member_attrs]
-                    # a member that is "blue" may or may not be "dark blue": skip
-                    if any(not h and any(_near(a, b) and attribute_category(b) == cat for b in m)
-                           for h, m in zip(has, member_attrs)):
-                        continue
-                    cands.append((label, a, sum(has)))
-        out = []
-        for label, attr, k in draw_rare(rng, cands, lambda c: ctx.freq.attributes[c[1]], n):
-            question = rng.choice(self.templates).format(attr=attr, things=plural(label))
-            answer = number(k, ctx)
-            others = [number(v, ctx) for v in _count_values(k, ctx.n_choices) if v != k]
-            options = _mc_or_none(rng, ctx, answer, others, ctx.n_choices)
-            boxes = [facts.box_text[i] for i in facts.by_label[label]
-                     if any(_same_attribute(attr, b) for b in facts.attrs[i])]
-            out.append(self._qa(question, answer, options, [label], {
-                "label": label, "attribute": attr, "count": k, "total": ranges[label][1],
-                "boxes": boxes}))
-        return out
+            for a in (a for attrs in member_attrs for a in attrs):
+                cat = _askable_category(a)
+                if a in seen or cat is None:
+                    continue
+                seen.append(a)
+                # Every member must say something in this category, or an unannotated
+                # one might have the attribute too.
+                if not all(cat in cats for cats in member_cats):
+                    continue
+                has = [any(_same_attribute(a, b) for b in m) for m in member_attrs]
+                # a member that is "blue" may or may not be "dark blue": skip
+                if any(not h and any(_near(a, b) and attribute_category(b) == cat for b in m)
+                       for h, m in zip(has, member_attrs)):
+                    continue
+                cands.append((label, a, sum(has)))
+        return cands
+
+    def rarity(self, facts, cand, ctx):
+        return ctx.freq.attributes[cand[1]]
+
+    def word(self, facts, cand, rng, ctx):
+        label, attr, k = cand
+        question = self.say(rng, self.templates, attr=attr, things=plural(label))
+        answer, options = _count_answer(rng, ctx, k)
+        boxes = [facts.box_text[i] for i in facts.by_label[label]
+                 if any(_same_attribute(attr, b) for b in facts.attrs[i])]
+        return self.qa(question, answer, options, [label], {
+            "label": label, "attribute": attr, "count": k, "total": facts.ranges[label][1], "boxes": boxes})
 
 
 # -- 9. all attributes of an object -----------------------------------------------------
@@ -751,6 +781,9 @@ def _pools(seen: list[str]) -> _Pools:
 
 @register
 class ObjectAttributes(_Base):
+    """ProVision's object attributes (arXiv 2412.07012): every attribute of the object at a
+    box; wrong options swap each word for another of its category."""
+
     name = "object_attributes"
     skills = ("grounding", "referencing")
     templates = (
@@ -761,27 +794,21 @@ class ObjectAttributes(_Base):
         "What can be said about the appearance and state of the object at {box}?",
     )
 
-    def generate(self, graphs, rng, ctx, n):
-        g = _first(graphs, n)
-        if g is None:
-            return []
-        facts = _facts(g)
-        ok, all_attrs = facts.referable, facts.attrs
-        objs = [i for i in range(len(g.objects)) if ok[i] and all_attrs[i]]
+    def candidates(self, facts, ctx):
+        ok, attrs = facts.referable, facts.attrs
+        return [i for i in range(len(attrs)) if ok[i] and attrs[i]]
+
+    def rarity(self, facts, i, ctx):
         freq = ctx.freq.attributes
-        rarest = lambda i: min(freq[a] for a in all_attrs[i])  # noqa: E731
-        out = []
-        for i in draw_rare(rng, objs, rarest, n):
-            attrs = all_attrs[i]
-            label, box = g.objects[i].label, facts.box_text[i]
-            answer = ", ".join(sorted(attrs))
-            options = None
-            if rng.random() < ctx.mc_ratio:
-                options = self._options(rng, ctx, attrs, answer)
-            question = rng.choice(self.templates).format(label=label, box=box)
-            out.append(self._qa(question, answer, options, [label],
-                                {"label": label, "box": box, "attributes": list(attrs)}))
-        return out
+        return min(freq[a] for a in facts.attrs[i])
+
+    def word(self, facts, i, rng, ctx):
+        attrs = facts.attrs[i]
+        label, box = facts.g.objects[i].label, facts.box_text[i]
+        answer = ", ".join(sorted(attrs))
+        options = self._options(rng, ctx, attrs, answer) if rng.random() < ctx.mc_ratio else None
+        question = self.say(rng, self.templates, label=label, box=box)
+        return self.qa(question, answer, options, [label], {"label": label, "box": box, "attributes": list(attrs)})
 
     @staticmethod
     def _options(rng: random.Random, ctx: GenContext, attrs: list[str], answer: str) -> list[str] | None:
@@ -812,13 +839,16 @@ _CATEGORY_NOUN = {"color": "color", "size": "size", "activity": "activity", "sta
 
 @register
 class ObjectAttributeCategory(_Base):
+    """ProVision's attribute of a category (arXiv 2412.07012): the color, material, ... of
+    the object at a box; wrong options come from the same category."""
+
     name = "object_attribute_category"
     skills = ("grounding", "referencing")
     templates = (
         "What is the {noun} of the {label} at {box}?",
         "Which {noun} best describes the {label} located at {box}?",
         "For the {label} inside the region {box}, name its {noun}.",
-        "Considering the {label} in box {box}, what {noun} does it have?",
+        "Considering the {label} in box {box}, what is its {noun}?",
     )
     special = {
         "color": ("What color is the {label} at {box}?",
@@ -830,18 +860,14 @@ class ObjectAttributeCategory(_Base):
         "activity": ("What is the {label} at {box} doing?",),
     }
 
-    def generate(self, graphs, rng, ctx, n):
-        g = _first(graphs, n)
-        if g is None:
-            return []
-        facts = _facts(g)
+    def candidates(self, facts, ctx):
         ok = facts.referable
         cands: list[tuple[int, str, str]] = []
-        for i in range(len(g.objects)):
+        for i, attrs in enumerate(facts.attrs):
             if not ok[i]:
                 continue
             in_cat: dict[str, list[str]] = {}  # category -> the object's words in it
-            for a in facts.attrs[i]:
+            for a in attrs:
                 cat = attribute_category(a)
                 if cat is not None and cat not in _SKIPPED_CATEGORIES:
                     in_cat.setdefault(cat, []).append(a)
@@ -850,16 +876,20 @@ class ObjectAttributeCategory(_Base):
                 # exactly one word of the category, else the answer would be partial
                 if words is not None and len(words) == 1 and words[0] not in _VAGUE_ATTRIBUTES:
                     cands.append((i, cat, words[0]))
-        out = []
-        for i, cat, attr in draw_rare(rng, cands, lambda c: ctx.freq.attributes[c[2]], n):
-            label, box = g.objects[i].label, facts.box_text[i]
-            pool = _attribute_pool(ctx, cat, facts.attrs[i], ctx.n_choices - 1)
-            options = _mc_or_none(rng, ctx, attr, pool, ctx.n_choices)
-            templates = self.templates + self.special.get(cat, ())
-            question = rng.choice(templates).format(noun=_CATEGORY_NOUN[cat], label=label, box=box)
-            out.append(self._qa(question, attr, options, [label],
-                                {"label": label, "box": box, "category": cat, "attribute": attr}))
-        return out
+        return cands
+
+    def rarity(self, facts, cand, ctx):
+        return ctx.freq.attributes[cand[2]]
+
+    def word(self, facts, cand, rng, ctx):
+        i, cat, attr = cand
+        label, box = facts.g.objects[i].label, facts.box_text[i]
+        pool = _attribute_pool(ctx, cat, facts.attrs[i], ctx.n_choices - 1)
+        options = maybe_options(rng, ctx, attr, pool)
+        question = self.say(rng, self.templates + self.special.get(cat, ()), noun=_CATEGORY_NOUN[cat],
+                            label=label, box=box)
+        return self.qa(question, attr, options, [label],
+                       {"label": label, "box": box, "category": cat, "attribute": attr})
 
 
 # -- 11-13. relations -------------------------------------------------------------------
@@ -915,10 +945,47 @@ def _between(rels: list[tuple[int, str, int]], a: int, b: int) -> list[str]:
     return [p for s, p, o in rels if (s, o) in ((a, b), (b, a))]
 
 
-@register
-class RelationBetweenLabels(_Base):
-    name = "relation_between_labels"
+class _RelationBetween(_Base):
+    """ProVision's relation questions (arXiv 2412.07012): the predicate linking two objects,
+    named by their labels (both unique in the image) or by their boxes. A vague predicate
+    ("near") is asked only in short-answer form, since a wrong option could hold as well."""
+
     skills = ("relationship description", "referencing")
+    by_box = False
+
+    def candidates(self, facts, ctx):
+        if self.by_box:
+            ok = facts.referable
+            return [(s, p, o) for s, p, o in facts.relations if ok[s] and ok[o]]
+        g = facts.g
+        return [(s, p, o) for s, p, o in facts.relations if g.unique_label(s) and g.unique_label(o)]
+
+    def rarity(self, facts, rel, ctx):
+        return ctx.freq.relations[rel[1]]
+
+    def word(self, facts, rel, rng, ctx):
+        s, p, o = rel
+        rels = facts.relations
+        x, y = facts.g.objects[s].label, facts.g.objects[o].label
+        options = maybe_options(rng, ctx, p, _predicate_pool(ctx, _between(rels, s, o)))
+        if p in _VAGUE_PREDICATES:
+            options = []
+        meta = {"subject": x, "object": y, "predicate": p}
+        if self.by_box:
+            bx, by = facts.box_text[s], facts.box_text[o]
+            question = self.say(rng, self.templates, x=x, y=y, bx=bx, by=by)
+            meta.update(subject_box=bx, object_box=by)
+        else:
+            question = self.say(rng, self.templates, x=x, y=y)
+            meta["all_predicates"] = [q for ss, q, oo in rels if (ss, oo) == (s, o)]
+        return self.qa(question, p, options, [x, y], meta)
+
+
+@register
+class RelationBetweenLabels(_RelationBetween):
+    """The relation between two objects named by their (unique) labels (ProVision, arXiv 2412.07012)."""
+
+    name = "relation_between_labels"
     templates = (
         "What is the relationship between the {x} and the {y}?",
         "How is the {x} related to the {y} in this image?",
@@ -927,30 +994,14 @@ class RelationBetweenLabels(_Base):
         "In a word or two, how does the {x} stand with respect to the {y}?",
     )
 
-    def generate(self, graphs, rng, ctx, n):
-        g = _first(graphs, n)
-        if g is None:
-            return []
-        rels = _facts(g).relations
-        cands = [(s, p, o) for s, p, o in rels if g.unique_label(s) and g.unique_label(o)]
-        out = []
-        for s, p, o in draw_rare(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
-            x, y = g.objects[s].label, g.objects[o].label
-            true = _between(rels, s, o)
-            options = _mc_or_none(rng, ctx, p, _predicate_pool(ctx, true), ctx.n_choices)
-            if p in _VAGUE_PREDICATES:
-                options = None
-            question = rng.choice(self.templates).format(x=x, y=y)
-            out.append(self._qa(question, p, options, [x, y], {
-                "subject": x, "object": y, "predicate": p,
-                "all_predicates": [q for ss, q, oo in rels if (ss, oo) == (s, o)]}))
-        return out
-
 
 @register
-class RelationBetweenBoxes(_Base):
+class RelationBetweenBoxes(_RelationBetween):
+    """The relation between two objects named by their boxes (ProVision, arXiv 2412.07012)."""
+
     name = "relation_between_boxes"
     skills = ("relationship description", "grounding")
+    by_box = True
     templates = (
         "What is the relationship between the object at {bx} and the object at {by}?",
         "How is the {x} in region {bx} related to the {y} in region {by}?",
@@ -959,29 +1010,13 @@ class RelationBetweenBoxes(_Base):
         "Describe how the thing inside {bx} relates to the thing inside {by}.",
     )
 
-    def generate(self, graphs, rng, ctx, n):
-        g = _first(graphs, n)
-        if g is None:
-            return []
-        facts = _facts(g)
-        ok = facts.referable
-        rels = facts.relations
-        cands = [(s, p, o) for s, p, o in rels if ok[s] and ok[o]]
-        out = []
-        for s, p, o in draw_rare(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
-            x, y = g.objects[s].label, g.objects[o].label
-            bx, by = facts.box_text[s], facts.box_text[o]
-            options = _mc_or_none(rng, ctx, p, _predicate_pool(ctx, _between(rels, s, o)), ctx.n_choices)
-            if p in _VAGUE_PREDICATES:
-                options = None
-            question = rng.choice(self.templates).format(x=x, y=y, bx=bx, by=by)
-            out.append(self._qa(question, p, options, [x, y], {
-                "subject": x, "object": y, "predicate": p, "subject_box": bx, "object_box": by}))
-        return out
-
 
 @register
 class RelationSubject(_Base):
+    """ProVision's subject selection (arXiv 2412.07012): which of a few candidates has a
+    given relation to an object. Wrong candidates are labels none of whose objects has that
+    relation (or a near-synonym) to it; vague predicates are never asked."""
+
     name = "relation_subject"
     skills = ("relationship description", "referencing")
     short_templates = (
@@ -997,11 +1032,8 @@ class RelationSubject(_Base):
         "In this image, which listed object {rel} the {y}?",
     )
 
-    def generate(self, graphs, rng, ctx, n):
-        g = _first(graphs, n)
-        if g is None:
-            return []
-        facts = _facts(g)
+    def candidates(self, facts, ctx):
+        g = facts.g
         rels = facts.relations
         labels = sorted(g.label_counts)
         cands: list[tuple[str, str, int, list[str]]] = []
@@ -1015,34 +1047,41 @@ class RelationSubject(_Base):
             done.add((x, p, o))
             if (o, p) not in clear:
                 clear[(o, p)] = self._clearly_not(g, rels, labels, p, o)
+            # never another name for the subject ("person" for "batter")
             wrong = [lab for lab in clear[(o, p)] if lab not in (x, y, plural(x)) and lab[:-1] != x
-                     and not (lab in _PEOPLE and x in _PEOPLE)]
+                     and not may_name_same(lab, x)]
             if wrong:
                 cands.append((x, p, o, wrong))
-        out = []
-        for x, p, o, wrong in draw_rare(rng, cands, lambda c: ctx.freq.relations[c[1]], n):
-            y = g.objects[o].label
-            shown, options = _pick_candidates(rng, ctx, x, wrong, ctx.n_choices)
-            if options:
-                question = rng.choice(self.mc_templates).format(rel=_be_phrase(p), y=y)
-            else:
-                question = rng.choice(self.short_templates).format(rel=_be_phrase(p), y=y,
-                                                                   cands=_join(_the(shown)),
-                                                                   cands_and=_join(_the(shown), "and"))
-            out.append(self._qa(question, x, options, list(shown) + [y], {
-                "subject": x, "predicate": p, "object": y, "candidates": list(shown),
-                "object_box": facts.box_text[o]}))
-        return out
+        return cands
+
+    def rarity(self, facts, cand, ctx):
+        return ctx.freq.relations[cand[1]]
+
+    def word(self, facts, cand, rng, ctx):
+        x, p, o, wrong = cand
+        y = facts.g.objects[o].label
+        shown, options, question = self.which(rng, ctx, x, wrong, ctx.n_choices, names=_the,
+                                              rel=_be_phrase(p), y=y)
+        return self.qa(question, x, options, list(shown) + [y], {
+            "subject": x, "predicate": p, "object": y, "candidates": list(shown),
+            "object_box": facts.box_text[o]})
 
     @staticmethod
     def _clearly_not(g: SceneGraph, rels: list[tuple[int, str, int]], labels: list[str], p: str,
                      o: int) -> list[str]:
-        """The labels none of whose objects has `p` (or a near-synonym) to o, is o, or is one
-        of those subjects under another name or a part of one (its box on or inside theirs)."""
+        """The labels none of whose objects may have `p` to o. Ruled out: o itself; the objects
+        with `p` (or a near-synonym) to o; any object with another relation to o, either way,
+        unless a vague one like "near" (a bat touching the ball may be about to hit it); any
+        object with a relation to one of those subjects, either way (the bat the batter
+        holds); and any object whose box lies on or inside a subject's, or holds one (the same
+        thing under another name, a part of it, or the whole it is a part of)."""
         subjects = [ss for ss, q, oo in rels if oo == o and _related(q, p, _PRED_INDEX)]
+        linked = ({b for a, q, b in rels if (a == o and q not in _VAGUE_PREDICATES) or a in subjects}
+                  | {a for a, q, b in rels if (b == o and q not in _VAGUE_PREDICATES) or b in subjects})
         sboxes = [g.objects[ss].box for ss in subjects]
         ruled_out: set[str] = set()  # membership only
         for i, ob in enumerate(g.objects):
-            if i == o or i in subjects or any(_same_or_part(ob.box, b) for b in sboxes):
+            if (i == o or i in subjects or i in linked
+                    or any(_same_or_part(ob.box, b) or _same_or_part(b, ob.box) for b in sboxes)):
                 ruled_out.add(ob.label)
         return [lab for lab in labels if lab not in ruled_out]

@@ -1,0 +1,448 @@
+"""One invocation of `evolve`: check, settle the backend, preflight, run, finalize, summarise.
+
+This is what `evol.evolve(...)` and `evol evolve` do (the CLI only parses flags); the round
+runner itself is `evol.runner.Runner`. Problems to fix before anything runs raise
+`EvolError`; a run that stops on a transport fault returns an incomplete result (README,
+"When things fail").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from evol import aio
+from evol.config import EvolveConfig, RunOptions
+from evol.console import console, note, say
+from evol.errors import EvolError
+from evol.rundir import RunDir, RunLocked, finalize, input_changes, input_identity, prepare_resume
+
+log = logging.getLogger("evol")
+
+EXIT_OK, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+
+@dataclass
+class EvolveResult:
+    """What `evol.evolve` returns: the run folder, its status, counts and manifest.
+
+    `complete` is False when records are pending (a stopped server, a dead network, a full
+    disk): call `evolve` again with the same arguments to finish; answered calls are not
+    sent again. `exit_code` is what `evol evolve` exits with (0 complete, 3 incomplete).
+    """
+
+    run_dir: Path
+    status: str
+    counts: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    pending: int | None = 0
+    stopped: str | None = None
+    estimate: Any = None  # dry runs: an evol.dryrun.Estimate
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.status in ("complete", "dry run") else EXIT_INCOMPLETE
+
+    @property
+    def llava(self) -> Path:
+        return RunDir(self.run_dir).llava
+
+    @property
+    def records(self) -> Path:
+        return RunDir(self.run_dir).records
+
+    @property
+    def rejects(self) -> Path:
+        return RunDir(self.run_dir).rejects
+
+    def to_dataset(self, **kwargs: Any):
+        """The kept items as a Hugging Face `datasets.Dataset` (see `evol.load_dataset`)."""
+        from evol.api import load_dataset
+
+        return load_dataset(self.run_dir, **kwargs)
+
+
+def os_problem(exc: OSError, what: str) -> str:
+    """One line for a file-system error: what was being done, the path, the cause."""
+    where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+    return f"{what}{where}: {exc.strerror or exc}"
+
+
+def check_input(path: str) -> None:
+    """The input must be a readable file: say which problem it has, in one line."""
+    p = Path(path)
+    if not p.exists():
+        raise EvolError(f"input file not found: {path}")
+    if p.is_dir():
+        raise EvolError(f"input is a folder, not a file: {path}")
+    try:
+        with open(p, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise EvolError(f"cannot read input {path}: {exc.strerror or exc}") from None
+
+
+def run_evolve(cfg: EvolveConfig, opts: RunOptions, *, progress: bool = True) -> EvolveResult:
+    """Evolve `cfg.input` into the run folder `cfg.out` (resuming what is there)."""
+    check_input(cfg.input)
+    try:
+        identity = input_identity(cfg.input)
+    except OSError as exc:
+        raise EvolError(os_problem(exc, "cannot read input")) from None
+    choice = settle(cfg)
+    from evol.images import ImageStore
+
+    images = ImageStore(Path(cfg.image_root) if cfg.image_root else None, cfg.max_side,
+                        max_pixels=cfg.max_pixels, allow_urls=cfg.allow_image_urls)
+    if opts.dry_run:
+        return _dry_run(cfg, images)
+    run = RunDir(Path(cfg.out))
+    try:
+        run.create()
+        lock = run.lock()
+    except RunLocked as exc:
+        raise EvolError(str(exc)) from None
+    except OSError as exc:
+        raise EvolError(os_problem(exc, f"cannot use --out {cfg.out} as a run folder:")) from None
+    with lock, _run_log(run, opts.verbose):
+        try:
+            _check_same_run(run, cfg, identity)
+            run.begin(cfg.public(), identity)
+        except OSError as exc:
+            if opts.verbose:
+                raise
+            raise EvolError(os_problem(exc, "cannot write the run folder:")) from None
+        with _sigterm_as_interrupt():
+            return aio.run(_evolve(cfg, run, images, choice, retry_failed=opts.retry_failed, progress=progress))
+
+
+@contextmanager
+def _run_log(run: RunDir, verbose: bool) -> Iterator[None]:
+    """The run's own log, RUN/evol.log, for as long as the run goes."""
+    handler = logging.FileHandler(run.root / "evol.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`) stops the run the way Ctrl-C does: resumable. Only the
+    main thread may set handlers; elsewhere the default stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_same_run(run: RunDir, cfg: EvolveConfig, identity: dict) -> None:
+    """Resuming with other settings or another input would mix two runs in one folder:
+    refuse, and say what differs."""
+    manifest = run.read_manifest()
+    old = manifest.get("config")
+    if not old:
+        return
+    keys = ("rounds", "backend", "model", "judge_model", "seed", "mix", "min_score", "temperature", "top_p",
+            "send_images", "judge_image", "max_side", "image_detail", "max_tokens", "judge_temperature")
+    changed = [k for k in keys if k in old and old[k] != cfg.public().get(k)]
+    if changed:
+        raise EvolError(f"{run.root} holds a run made with other settings ({', '.join(changed)}); use another --out")
+    before = manifest.get("input")
+    if before:
+        differs = input_changes(before, identity)
+        if differs:
+            raise EvolError(f"{run.root} was started on another input or the input changed ({before.get('path')}: "
+                            f"{'; '.join(differs)}); use another --out")
+    elif old.get("input") and Path(old["input"]).resolve() != Path(identity["path"]):
+        raise EvolError(f"{run.root} holds a run made with other settings (input); use another --out")
+
+
+def settle(cfg: EvolveConfig):
+    """Settle backend and model from the settings (nothing loaded yet); say what was decided.
+
+    Text-only local models get --no-images (operators then put each record's caption and
+    boxes into the text), and a text-only judge gets --judge-no-image.
+    """
+    from evol.backends import BackendChoiceError, settle_backend
+
+    try:
+        choice = settle_backend(cfg.backend, cfg.model, cfg.base_url)
+        judge = settle_backend(choice.kind, cfg.judge_model, None) if cfg.judge_model and choice.kind != "openai" else None
+    except BackendChoiceError as exc:
+        raise EvolError(str(exc)) from None
+    cfg.backend, cfg.model = choice.kind, choice.model
+    for text in choice.notes:
+        note(text)
+    if choice.text_only and cfg.send_images:
+        cfg.send_images = False
+        note(f"{choice.model} is a text-only model: images are not sent (--no-images); the prompts carry each "
+             "record's caption and boxes instead")
+    if judge is not None and judge.text_only and cfg.judge_image and cfg.send_images:
+        cfg.judge_image = False
+        note(f"judge {judge.model} is a text-only model: --judge-no-image")
+    return choice
+
+
+def _build_backends(cfg: EvolveConfig, run: RunDir, images, choice):
+    from evol.backends import build_backend, settle_backend
+    from evol.backends.base import BackendError
+    from evol.backends.health import Breaker
+    from evol.backends.limits import Limiter
+    from evol.cache import Cache, CachedBackend
+
+    limiter = Limiter(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm, adaptive=True)  # latency control: limits.py
+    cache = Cache(run.cache)
+    remote = dict(base_url=cfg.base_url, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
+                  max_attempts=cfg.max_attempts, image_detail=cfg.image_detail, breaker=Breaker(),
+                  structured=cfg.structured)
+
+    def make(which):
+        if which.kind != "openai":
+            say(f"loading {which.model} ({which.kind} backend) ...")
+        try:
+            inner = build_backend(which, images=images, limiter=limiter, device=cfg.device,
+                                  batch_size=cfg.batch_size, max_new_tokens=cfg.max_tokens,
+                                  max_string=cfg.max_string, max_items=cfg.max_items,
+                                  **(remote if which.kind == "openai" else {}))
+        except BackendError as exc:
+            cache.close()
+            raise EvolError(str(exc)) from None
+        return inner, CachedBackend(inner, cache, images)
+
+    inner, backend = make(choice)
+    if not cfg.judge_model or cfg.judge_model == cfg.model:
+        judge_inner, judge_backend = inner, backend
+    else:
+        judge_inner, judge_backend = make(settle_backend(choice.kind, cfg.judge_model,
+                                                         cfg.base_url if choice.kind == "openai" else None))
+    return cache, [inner, judge_inner], backend, judge_backend
+
+
+async def _close(inners, cache) -> None:
+    for inner in {id(b): b for b in inners}.values():
+        await inner.aclose()
+    cache.close()
+
+
+async def _preflight(cfg: EvolveConfig, run: RunDir, inners, cache):
+    """Check the server before the first record (openai backend; `evol.backends.preflight`).
+
+    Returns the config the run goes on with (a server that ignores images: --no-images;
+    the stored config stays as given) and what the manifest keeps under ``server``. A
+    failed check raises EvolError, nothing written as done.
+    """
+    previous = run.read_manifest().get("server")
+    if cfg.backend != "openai" or not cfg.preflight:
+        return cfg, previous
+    from evol.backends.preflight import PreflightError, record_server, run_preflight
+
+    try:
+        check = await run_preflight(cfg, list({id(b): b for b in inners}.values()), previous=previous)
+    except PreflightError as exc:
+        await _close(inners, cache)
+        raise EvolError(str(exc)) from None
+    for text in check.notes:
+        note(text)
+    for text in check.warnings:
+        note(text, "warning")
+    try:
+        record_server(run, check.info)
+    except OSError as exc:
+        await _close(inners, cache)
+        raise EvolError(os_problem(exc, "cannot write the run folder:")) from None
+    if not check.send_images and cfg.send_images:
+        return cfg.model_copy(update={"send_images": False, "judge_image": False}), check.info
+    return cfg, check.info
+
+
+async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_failed: bool,
+                  progress: bool) -> EvolveResult:
+    """Run, finalize, summarise."""
+    from evol.io import count_records
+    from evol.progress import show_progress
+    from evol.prompts import prompt_versions
+    from evol.runner import Runner
+
+    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic()
+    try:
+        done = prepare_resume(run, reopen_failed=retry_failed)
+    except OSError as exc:
+        raise EvolError(os_problem(exc, "cannot read or tidy the run folder:")) from None
+    cache, inners, backend, judge_backend = _build_backends(cfg, run, images, choice)
+    run_cfg, server = await _preflight(cfg, run, inners, cache)
+    runner = Runner(run_cfg, run, backend, images, judge_backend=judge_backend, done_keys=done)
+    total = _total(cfg, count_records)
+    if done:
+        say(f"resuming: {len(done)} records already finished in {run.root}")
+    # This invocation's entry in the manifest, written now ("running"), kept up by the
+    # progress task and finished at the end: a killed invocation keeps its last wall time.
+    slot: list[int | None] = [None]
+
+    def checkpoint(status: str = "running") -> None:
+        slot[0] = run.record_invocation(_invocation_entry(started, t0, runner.stats, status), slot[0])
+
+    try:
+        checkpoint()
+    except OSError as exc:
+        log.warning("could not record this invocation in %s: %s", run.manifest, exc)
+    shown = asyncio.create_task(show_progress(runner.stats, console, checkpoint=checkpoint) if progress
+                                else _checkpoints(checkpoint))
+    finished = False
+    try:
+        stats = await runner.run(total=total)
+        finished = True
+    finally:
+        shown.cancel()
+        await asyncio.gather(shown, return_exceptions=True)
+        await _close(inners, cache)
+        if not finished:  # Ctrl-C, SIGTERM or a crash: what it took so far
+            try:
+                checkpoint("interrupted")
+            except Exception:  # noqa: BLE001 - the interruption is what gets reported
+                pass
+    return _finish(cfg, run, stats, total, started, t0, slot[0], server, prompt_versions())
+
+
+async def _checkpoints(checkpoint, interval: float = 5.0) -> None:
+    """Without a progress display, the manifest's invocation entry is still kept up."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            checkpoint()
+        except OSError:
+            pass
+
+
+def _total(cfg: EvolveConfig, count_records, arrays: bool = False) -> int | None:
+    total = count_records(cfg.input, arrays=arrays)
+    return min(total, cfg.limit) if total is not None and cfg.limit is not None else total
+
+
+def _finish(cfg, run, stats, total, started, t0, slot, server, prompts) -> EvolveResult:
+    from evol.io import count_records
+
+    # records never started because the run stopped are pending too
+    unstarted = 0
+    if stats.stop_cause is not None and total is None:  # a JSON array: count it now, once
+        total = _total(cfg, count_records, arrays=True)
+    if stats.stop_cause is not None and total is not None:
+        unstarted = max(0, total - stats.accounted - stats.pending)
+    pending = stats.pending + unstarted
+    reasons = dict(stats.pending_reasons.most_common(10))
+    if unstarted:
+        reasons["not started: the run stopped"] = unstarted
+    complete = stats.stop_cause is None and pending == 0
+    status = "complete" if complete else "incomplete"
+    known = stats.stop_cause is None or total is not None
+    invocations = list(run.read_manifest().get("invocations") or [])
+    entry = _invocation_entry(started, t0, stats, status, pending)
+    if slot is not None and slot < len(invocations):
+        invocations[slot] = entry
+    else:
+        invocations.append(entry)
+    try:
+        manifest = finalize(run, cfg.public(), min_score=cfg.min_score, include_seeds=cfg.include_seeds, extra={
+            "status": status,
+            "pending": {"records": pending if known else None, "reasons": reasons, "stopped": stats.stop_cause},
+            "prompts": prompts,
+            "invocations": invocations,  # finalize adds the totals: wall_s, model_calls, http
+            **({"server": server} if server is not None else {}),
+        })
+    except OSError as exc:
+        from evol.cache import write_failure
+
+        stopped = stats.stop_cause or write_failure(exc.filename or run.root, exc)
+        note(stopped, "error", "red")
+        say("the journals and the cache keep every finished record and answer: rerun the same command to finish")
+        return EvolveResult(run.root, "incomplete", pending=pending if known else None, stopped=stopped)
+    c = manifest["counts"]
+    say(f"{'done' if complete else 'incomplete'}: {c['records_out']} records, {c['llava_entries']} kept items "
+        f"in {run.llava}; {c['records_rejected']} records rejected, rejects in {run.rejects}; {_requests_line(stats)}")
+    result = EvolveResult(run.root, status, counts=c, manifest=manifest, pending=pending if known else None,
+                          stopped=stats.stop_cause)
+    if complete:
+        return result
+    if stats.stop_cause:
+        note(stats.stop_cause, "error", "red")
+    left = f"{pending} records" if known else "the remaining records"
+    say(f"{left} pending: rerun the same command to finish (calls already answered are not sent again)")
+    for reason, n in stats.pending_reasons.most_common(3):
+        say(f"  pending: {n} x {reason}")
+    return result
+
+
+def _invocation_entry(started: str, t0: float, stats, status: str, pending: int | None = None) -> dict:
+    """One invocation in the manifest: when it started, how it ended ("running" until it
+    does; "killed" when it never did), its wall time, the requests it sent
+    ("model_calls": HTTP requests, every attempt; with a local backend, calls answered)
+    and, over HTTP, those requests by outcome with their tokens ("http")."""
+    http = stats.http
+    entry = {
+        "started": started,
+        "status": status,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_s": round(time.monotonic() - t0, 3),
+        "model_calls": stats.requests_sent,
+        "cached_calls": stats.cached_calls,
+        "calls": {"answered": stats.model_calls, "cached": stats.cached_calls, "failed": stats.calls_failed},
+        "tokens_in": http["tokens_in"] if http else stats.tokens_in,
+        "tokens_out": http["tokens_out"] if http else stats.tokens_out,
+        **({"http": http} if http else {}),
+        "records_done": stats.finished,
+        "records_resumed": stats.skipped_done,
+    }
+    if pending is not None:
+        entry["records_pending"] = pending
+    if stats.stop_cause:
+        entry["stopped"] = stats.stop_cause
+    return entry
+
+
+def _requests_line(stats) -> str:
+    """The summary's account of requests: sent, by outcome, tokens; calls from the cache."""
+    http = stats.http
+    if not http:
+        return (f"{stats.model_calls} model calls ({stats.tokens_in:,} tokens in, {stats.tokens_out:,} out), "
+                f"{stats.cached_calls} from cache")
+
+    def kinds(table: dict, what: str) -> str:
+        n = sum(v["requests"] for v in table.values())
+        return f"{n} {what}" + (" (" + ", ".join(f"{k} x{v['requests']}" for k, v in table.items()) + ")" if n else "")
+
+    return (f"{http['requests']} requests: {http['ok']['requests']} ok, {kinds(http['retried'], 'retried')}, "
+            f"{kinds(http['failed'], 'failed')}; tokens {http['tokens_in']:,} in, {http['tokens_out']:,} out; "
+            f"{stats.cached_calls} calls from cache")
+
+
+def _dry_run(cfg: EvolveConfig, images) -> EvolveResult:
+    from evol.dryrun import estimate
+
+    est = estimate(cfg, images)
+    say(f"dry run: {est.records} records ({est.items} seed items) x {cfg.rounds} rounds; "
+        f"{est.rejected} records would be rejected on read\n"
+        f"  requests: at most {est.requests:,} (operator + judge per round)\n"
+        f"  tokens:   about {est.tokens_in:,} in, {est.tokens_out:,} out\n"
+        "  nothing was called.")
+    for reason, n in est.reasons.most_common(5):
+        say(f"  rejected: {n} x {reason}")
+    return EvolveResult(Path(cfg.out), "dry run", estimate=est, pending=None)
