@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import types
 import typing
 from typing import Any, Callable, Optional
 
@@ -32,8 +33,9 @@ def _param(name: str, field: Any) -> inspect.Parameter:
     """A Typer parameter for one settings field: every flag is optional (None: not given),
     so a YAML file or the model's default fills what the command line leaves out."""
     cli = (field.json_schema_extra or {}).get("cli", {})
-    kind = typing.get_args(field.annotation) or (field.annotation,)
-    base = next((t for t in kind if t is not type(None)), str)
+    union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+    base = next((t for t in typing.get_args(field.annotation) if t is not type(None)), str) if union \
+        else field.annotation
     if typing.get_origin(base) is list:
         cli_type = list[str] if cli.get("repeat") or cli.get("argument") else str
     else:
