@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,10 @@ def evolve(input: Any = None, out: str | os.PathLike | None = None, *, config: s
     flags = {k: v for k, v in settings.items()}
     flags.update(input=str(input) if input is not None else None, out=str(out) if out is not None else None)
     cfg, opts = build_config(flags, str(config) if config else None)
+    if opts.ray and not opts.dry_run:  # shards on Ray, each run by run_evolve: evol.distributed.evolve
+        from evol.distributed import evolve_on_ray
+
+        return evolve_on_ray(cfg, opts, progress=progress)
     return run_evolve(cfg, opts, progress=progress)
 
 
@@ -175,10 +180,16 @@ def analyze(inputs: Any, out: str | os.PathLike, **settings: Any) -> dict[str, A
     paths = [str(p) if is_path(p) else write_rows(p, Path(out) / "inputs" / f"input{i}.jsonl")[0]
              for i, p in enumerate(inputs)]
     cfg = make_config(AnalyzeConfig, {**settings, "inputs": paths, "out": str(out)})
+    ray = nullcontext(None)
+    if cfg.ray and cfg.parser != "none":  # parsing on Ray actors: evol.distributed.RayParser
+        from evol.distributed import ray_parser
+
+        ray = ray_parser(cfg.ray, cfg.parser, cfg.processes)
     try:
-        return run_analysis(cfg.inputs, cfg.out, cfg.labels or None, backend="spacy" if cfg.parser == "none"
-                            else cfg.parser, verbnoun=cfg.parser != "none", n_process=cfg.processes,
-                            kept_only=cfg.kept_only, examples=cfg.examples)
+        with ray as parser:
+            return run_analysis(cfg.inputs, cfg.out, cfg.labels or None, backend="spacy" if cfg.parser == "none"
+                                else cfg.parser, verbnoun=cfg.parser != "none", n_process=cfg.processes,
+                                kept_only=cfg.kept_only, examples=cfg.examples, parser=parser)
     except (AnalysisError, FileNotFoundError, RuntimeError) as exc:  # RuntimeError: benepar or its model missing
         raise EvolError(str(exc)) from None
 

@@ -75,20 +75,70 @@ class ModelAccess(Settings):
 
     @field_validator("base_url")
     @classmethod
-    def _no_credentials(cls, v: str | None) -> str | None:
-        problem = url_credentials_problem(v)
-        if problem:
-            raise ValueError(problem)
+    def _no_credentials(cls, v: Any) -> Any:
+        for url in ([e.url for e in v] if isinstance(v, list) else [v]):
+            problem = url_credentials_problem(url)
+            if problem:
+                raise ValueError(problem)
         return v
+
+
+class Endpoint(BaseModel):
+    """One server of a list: its URL and, when it differs from --concurrency, its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    concurrency: int | None = Field(None, ge=1)
+
+
+def _endpoints(v: Any) -> Any:
+    """A URL, or a list of URLs and {url, concurrency} mappings, as a list (None: unset)."""
+    if v is None or v == [] or v == "":
+        return None
+    return [{"url": e} if isinstance(e, str) else e for e in (v if isinstance(v, list) else [v])]
+
+
+def _public_endpoints(endpoints: list[Endpoint] | None) -> Any:
+    """As the manifest keeps them: redacted URLs; a mapping only where a concurrency was given."""
+    if not endpoints:
+        return None
+    return [redact_url(e.url) if e.concurrency is None else {"url": redact_url(e.url), "concurrency": e.concurrency}
+            for e in endpoints]
 
 
 class EvolveConfig(ModelAccess):
     """`evol evolve` / `evol.evolve`: what the run is. Stored in the run's manifest."""
 
+    base_url: list[Endpoint] | None = setting(
+        None, "OpenAI-compatible server, e.g. http://localhost:8000/v1; repeat the flag for several servers "
+        "(each call goes to the least-loaded healthy one; --concurrency is per server; YAML: a list of URLs or "
+        "{url, concurrency})",
+        flag="--base-url", repeat=True)
+    judge_backend: str | None = setting(None, "The judge's backend: openai, hf or vllm",
+                                        show="openai with --judge-base-url, else the evolver's")
+    judge_base_url: list[Endpoint] | None = setting(
+        None, "The judge's own server(s), repeatable like --base-url", flag="--judge-base-url", repeat=True,
+        show="the evolver's servers")
+    judge_api_key_env: str | None = setting(None, "Environment variable holding the judge's API key",
+                                            show="--api-key-env")
+    judge_concurrency: int | None = setting(None, "The judge's requests in flight at most (per server)", ge=1,
+                                            show="--concurrency")
+    judge_rpm: float | None = setting(None, "The judge's requests per minute at most")
+    judge_tpm: float | None = setting(None, "The judge's tokens per minute at most")
+    price_in: float | None = setting(None, "Price of a million input tokens of the evolver (for the cost shown)",
+                                     ge=0, show="unknown")
+    price_out: float | None = setting(None, "Price of a million output tokens of the evolver", ge=0, show="unknown")
+    judge_price_in: float | None = setting(None, "Price of a million input tokens of the judge", ge=0,
+                                           show="the evolver's when the judge is the same model on the same servers")
+    judge_price_out: float | None = setting(None, "Price of a million output tokens of the judge", ge=0,
+                                            show="the evolver's when the judge is the same model on the same servers")
+
     input: str = setting(..., "Seed file: LLaVA JSON/JSONL, MMEvol records or evol JSONL", argument=True)
     out: str = setting(..., "Run folder (created; rerun to resume)", flag="--out")
     rounds: int = setting(3, "Evolution rounds", ge=1, le=20)
-    judge_model: str | None = setting(None, "Judge with another model on the same server")
+    judge_model: str | None = setting(None, "Judge with another model (on --judge-base-url, else on the evolver's "
+                                      "servers; hf/vllm: a local model)")
     max_string: int | None = setting(None, "hf backend: longest JSON string it may write", ge=1,
                                      show="no limit; 200 for the embedded default")
     max_items: int | None = setting(None, "hf backend: longest JSON list it may write", ge=1,
@@ -120,6 +170,25 @@ class EvolveConfig(ModelAccess):
     input_format: str = setting("auto", "auto, llava, mmevol or evol")
     limit: int | None = setting(None, "Only the first N input records", ge=1)
 
+    _lists = field_validator("base_url", "judge_base_url", mode="before")(classmethod(lambda cls, v: _endpoints(v)))
+
+    @field_validator("judge_base_url")
+    @classmethod
+    def _judge_no_credentials(cls, v: Any) -> Any:
+        for e in v or []:
+            problem = url_credentials_problem(e.url)
+            if problem:
+                raise ValueError(problem.replace("--base-url", "--judge-base-url").replace(
+                    "--api-key-env", "--judge-api-key-env"))
+        return v
+
+    @field_validator("judge_backend")
+    @classmethod
+    def _known_judge_backend(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("openai", "vllm", "hf"):
+            raise ValueError(f"unknown judge backend {v!r} (available: openai, vllm, hf)")
+        return v
+
     @field_validator("structured")
     @classmethod
     def _known_structured(cls, v: str) -> str:
@@ -144,8 +213,20 @@ class EvolveConfig(ModelAccess):
         """The config as stored in the manifest. Holds the key's variable name, never a key
         (and a key written into --base-url is masked)."""
         data = self.model_dump()
-        data["base_url"] = redact_url(data["base_url"])
+        data["base_url"] = _public_endpoints(self.base_url)
+        data["judge_base_url"] = _public_endpoints(self.judge_base_url)
         return data
+
+    @property
+    def judge_shares(self) -> bool:
+        """The judge is the evolver's model on the evolver's servers, limits and key."""
+        return (self.judge_model in (None, self.model) and self.judge_own is False)
+
+    @property
+    def judge_own(self) -> bool:
+        """The judge has servers, a key, limits or a backend of its own."""
+        return bool(self.judge_base_url or self.judge_api_key_env or self.judge_concurrency or self.judge_rpm
+                    or self.judge_tpm or (self.judge_backend not in (None, self.backend)))
 
 
 class RunOptions(Settings):
@@ -156,6 +237,10 @@ class RunOptions(Settings):
     retry_failed: bool = setting(False, "Also run again the records whose round failed on an unusable reply",
                                  flag="--retry-failed")
     verbose: bool = setting(False, "Log more, and show tracebacks", flag=("--verbose", "-v"))
+    ray: str | None = setting(None, "Run the shards on Ray: local (start one here), auto (the cluster this node "
+                              "belongs to) or ray://host:port; outputs are the same as one process", show="no Ray")
+    ray_shards: int | None = setting(None, "--ray: shards the input is split into by record id (kept for the "
+                                     "run folder's life)", ge=1, show="the cluster's CPUs")
 
 
 class SeedSource(ModelAccess):
@@ -216,6 +301,9 @@ class ProvisionConfig(Settings):
     number_words: bool = setting(False, "Write counts as words", flag="--number-words")
     depth_gap: int = setting(20, "Least depth difference (0-255) for depth questions", ge=0, le=255)
     workers: int = setting(1, "Processes that load graphs and generate; the file is the same for any number", ge=1)
+    ray: str | None = setting(None, "Load graphs and generate on Ray actors: local, auto or ray://host:port "
+                              "(--workers actors, default one per CPU of the cluster); the file is the same",
+                              show="no Ray")
 
     _lists = field_validator("vg_ids", "images", "generators", mode="before")(
         classmethod(lambda cls, v: _comma_list(v)))
@@ -233,6 +321,8 @@ class AnalyzeConfig(Settings):
     processes: int = setting(1, "Parser worker processes", ge=1)
     kept_only: bool = setting(False, "Count only the evolved items the judge kept", flag="--kept-only")
     examples: int = setting(6, "Example records per input shown in the report", ge=0)
+    ray: str | None = setting(None, "Parse on Ray actors: local, auto or ray://host:port (--processes actors, "
+                              "default one per CPU of the cluster); the tables are the same", show="no Ray")
 
     @field_validator("parser")
     @classmethod

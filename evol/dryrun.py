@@ -4,6 +4,9 @@ Requests are an upper bound (every round of every valid record, operator plus ju
 rule checks and eliminated chains only make a real run cheaper. Tokens are estimated
 from the requests the operators would build for round one (4 characters a token), with
 later rounds assumed to grow by a third, and a per-image cost from the image size sent.
+With prices (``--price-in``/``--price-out``, ``--judge-price-in``/``--judge-price-out``,
+per million tokens) the estimate says what the run would cost, evolver and judge apart
+(`evol.stats.cost_block`); requests already in a run folder's cache would cost nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from evol.io import ReadResult, read_records
 from evol.operators import OPERATORS, choose_operator, record_rng
 from evol.operators.base import BuildOptions
 from evol.backends.base import Sampling
+from evol.stats import cost_block, role_prices
 
 CHARS_PER_TOKEN = 4
 OUT_TOKENS_PER_ITEM = 250
@@ -41,10 +45,26 @@ class Estimate:
     tokens_in: int = 0
     tokens_out: int = 0
     reasons: Counter = field(default_factory=Counter)  # why records would be rejected
+    evolver_tokens: list[int] = field(default_factory=lambda: [0, 0])  # in, out
+    judge_tokens: list[int] = field(default_factory=lambda: [0, 0])
+    prices: dict = field(default_factory=dict)  # role -> (in, out) per million tokens
+
+    @property
+    def cost(self) -> dict:
+        """`evol.stats.cost_block` of the estimate: tokens and money per role, and in all."""
+        return cost_block({"evolver": tuple(self.evolver_tokens), "judge": tuple(self.judge_tokens)}, self.prices)
+
+    def cost_text(self) -> str:
+        c = self.cost
+        if c["money"] is None:
+            return "unknown (give --price-in and --price-out, per million tokens)"
+        parts = ", ".join(f"{role} {'unknown' if c[role]['money'] is None else format(c[role]['money'], '.4g')}"
+                          for role in ("evolver", "judge"))
+        return f"about {c['money']:.4g} at most ({parts})"
 
 
 def estimate(cfg: EvolveConfig, images: ImageStore, stream: Iterator[ReadResult] | None = None) -> Estimate:
-    est = Estimate()
+    est = Estimate(prices=role_prices(cfg))
     opts = BuildOptions(sampling=Sampling(max_tokens=cfg.max_tokens), send_images=cfg.send_images)
     per_image = image_tokens(cfg.max_side) if cfg.send_images else 0
     for n, res in enumerate(stream or read_records(cfg.input, cfg.input_format)):
@@ -73,7 +93,12 @@ def estimate(cfg: EvolveConfig, images: ImageStore, stream: Iterator[ReadResult]
         growth = 1.0
         for _ in range(cfg.rounds):
             est.requests += 2
-            est.tokens_in += int((op_in + judge_in) * growth)
-            est.tokens_out += int(len(rec.items) * (OUT_TOKENS_PER_ITEM * growth + JUDGE_OUT_TOKENS_PER_ITEM))
+            op_out, judge_out = int(len(rec.items) * OUT_TOKENS_PER_ITEM * growth), len(rec.items) * JUDGE_OUT_TOKENS_PER_ITEM
+            est.evolver_tokens[0] += int(op_in * growth)
+            est.evolver_tokens[1] += op_out
+            est.judge_tokens[0] += int(judge_in * growth)
+            est.judge_tokens[1] += judge_out
             growth *= ROUND_GROWTH
+    est.tokens_in = est.evolver_tokens[0] + est.judge_tokens[0]
+    est.tokens_out = est.evolver_tokens[1] + est.judge_tokens[1]
     return est

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -20,9 +20,10 @@ log = logging.getLogger("evol.progress")
 CHECKPOINT_MAX = 30.0  # seconds between checkpoints, once the run is that old
 
 
-def describe(stats: RunStats, now: float | None = None) -> str:
+def describe(stats: RunStats, now: float | None = None, cost: Any = None) -> str:
     """One line: kept share, requests/s and tokens/s, the window of calls in flight,
-    retries and timeouts, failed requests by kind, failed rounds and rejected records."""
+    retries and timeouts, failed requests by kind, failed rounds and rejected records, and
+    with prices (`cost`, an `evol.stats.Meter`) the money spent so far by this invocation."""
     elapsed = max((time.monotonic() if now is None else now) - stats.started, 1e-9)
     kept = f"{stats.kept_ratio:.0%}" if stats.kept_ratio is not None else "-"
     http = stats.http
@@ -41,7 +42,16 @@ def describe(stats: RunStats, now: float | None = None) -> str:
         parts.append(f"failed requests {sum(v['requests'] for v in failed.values())}{_by_kind(failed)}")
     parts.append(f"failed rounds {stats.errors}")
     parts.append(f"rejected records {stats.records_rejected}")
+    if cost is not None and cost.known:
+        parts.append(_money(cost.block()))
     return " | ".join(parts)
+
+
+def _money(block: dict) -> str:
+    """"cost 0.0123 (judge 0.004)"; a role whose prices are unknown shows "?"."""
+    judge = block.get("judge") or {}
+    shown = "?" if judge.get("money") is None else f"{judge['money']:.4g}"
+    return f"cost {block['money'] or 0:.4g} (judge {shown})"
 
 
 def _by_kind(table: dict) -> str:
@@ -70,7 +80,7 @@ class _Checkpoints:
 
 
 async def show_progress(stats: RunStats, console: Console, interval: float = 0.5,
-                        checkpoint: Callable[[], None] | None = None) -> None:
+                        checkpoint: Callable[[], None] | None = None, cost: Any = None) -> None:
     """Run until cancelled, redrawing from `stats`; calls `checkpoint` now and then (see
     `_Checkpoints`) so that the invocation's entry in the manifest keeps up."""
     checkpoints = _Checkpoints(checkpoint, stats.started)
@@ -84,7 +94,7 @@ async def show_progress(stats: RunStats, console: Console, interval: float = 0.5
                 total = stats.total if stats.total is not None else "?"
                 eta = stats.eta()
                 left = f" | ETA {eta // 60:.0f}m{eta % 60:02.0f}s" if eta is not None else ""
-                console.log(f"records {stats.accounted}/{total} | {describe(stats)}{left}")
+                console.log(f"records {stats.accounted}/{total} | {describe(stats, cost=cost)}{left}")
     columns = (
         TextColumn("records"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
@@ -93,8 +103,8 @@ async def show_progress(stats: RunStats, console: Console, interval: float = 0.5
         task = bar.add_task("evolve", total=stats.total, info="")
         try:
             while True:
-                bar.update(task, completed=stats.accounted, total=stats.total, info=describe(stats))
+                bar.update(task, completed=stats.accounted, total=stats.total, info=describe(stats, cost=cost))
                 await asyncio.sleep(interval)
                 checkpoints.tick(time.monotonic())
         finally:
-            bar.update(task, completed=stats.accounted, info=describe(stats))
+            bar.update(task, completed=stats.accounted, info=describe(stats, cost=cost))

@@ -31,6 +31,7 @@ class Prompt:
     version: int
     text: str
     _template: Template = field(init=False, repr=False, compare=False)
+    _placeholders: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         template = Template(self.text)
@@ -39,6 +40,8 @@ class Prompt:
                 f"prompt {self.id}: the template has a '$' that is not a placeholder; write '$$' for a dollar sign"
             )
         object.__setattr__(self, "_template", template)
+        # found once: every request renders a prompt
+        object.__setattr__(self, "_placeholders", tuple(dict.fromkeys(template.get_identifiers())))
 
     @property
     def id(self) -> str:
@@ -47,11 +50,11 @@ class Prompt:
     @property
     def placeholders(self) -> list[str]:
         """The placeholder names the template uses, in order of first use."""
-        return list(dict.fromkeys(self._template.get_identifiers()))
+        return list(self._placeholders)
 
     def render(self, **vars: object) -> str:
         """Fill every placeholder; a missing one raises `PromptError` naming all that are missing."""
-        missing = [p for p in self.placeholders if p not in vars]
+        missing = [p for p in self._placeholders if p not in vars]
         if missing:
             names = ", ".join("$" + m for m in missing)
             raise PromptError(f"prompt {self.id} needs a value for {names}")

@@ -311,6 +311,59 @@ def iter_records_in_order(path: Path):
             yield Record.model_validate_json(f.readline())
 
 
+def merge_shards(run: RunDir, shards: Any, read_rejects: Any = ()) -> None:
+    """Lay the journals of shard run folders out as one run's: RUN/records.jsonl and
+    RUN/rejects.jsonl, then `finalize` them as usual (`evol evolve --ray`, `evol.distributed`).
+
+    `shards`: (shard RunDir, {record key: index in the whole input}) pairs, one shard at a
+    time (a generator may load each map when its turn comes); `read_rejects`: (index,
+    reject entry) pairs decided while the input was split (unreadable entries, repeated ids).
+    A record's line gets its index in the whole input (`meta.index`), written as the runner
+    writes it; both files come out in input order (the rejects of a record in the order its
+    shard wrote them), the order a one-process run with one record in flight writes. A
+    shard's "threshold" rejects are left out: `finalize` makes them again. Each file is
+    written under a temporary name and renamed over the old one.
+    """
+    import numpy as np
+
+    parts = {"records": (run.records, array("q"), array("q")), "rejects": (run.rejects, array("q"), array("q"))}
+    tmps = {name: path.with_suffix(".jsonl.merge") for name, (path, _, _) in parts.items()}
+    with open(tmps["records"], "wb") as rec_out, open(tmps["rejects"], "wb") as rej_out:
+        def put(name: str, out: Any, index: int, line: bytes) -> None:
+            parts[name][1].append(index)
+            parts[name][2].append(out.tell())
+            out.write(line)
+
+        for index, entry in read_rejects:
+            put("rejects", rej_out, index, (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
+        for shard, where in shards:
+            if shard.records.exists():
+                for data in read_jsonl_tolerant(shard.records):
+                    rec = Record.model_validate(data)
+                    index = where[str(rec.meta.get("key", rec.id))]
+                    rec.meta["index"] = index
+                    put("records", rec_out, index, (rec.model_dump_json(exclude_none=True) + "\n").encode("utf-8"))
+            if shard.rejects.exists():
+                for entry in read_jsonl_tolerant(shard.rejects):
+                    if entry.get("stage") != "threshold":
+                        line = json.dumps(entry, ensure_ascii=False) + "\n"
+                        put("rejects", rej_out, where.get(str(entry.get("key")), -1), line.encode("utf-8"))
+    for name, (path, indexes, offsets) in parts.items():
+        keys = np.frombuffer(indexes, dtype=np.int64)
+        order = np.argsort(keys, kind="stable")
+        if name == "records" and len(order) > 1:  # the same record twice: its last line counts
+            ordered = keys[order]
+            order = order[np.append(ordered[1:] != ordered[:-1], True)]
+        starts = np.frombuffer(offsets, dtype=np.int64)
+        out_tmp = path.with_suffix(".jsonl.tmp")
+        with open(tmps[name], "rb") as src, open(out_tmp, "wb") as out:
+            for k in order:
+                src.seek(int(starts[k]))
+                out.write(src.readline())
+        os.replace(out_tmp, path)
+        tmps[name].unlink()
+
+
 def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_seeds: bool,
              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write llava.json and manifest.json from the journals; return the manifest.

@@ -11,6 +11,7 @@ References: ProVision (arXiv 2412.07012), SVIT (arXiv 2307.04087), MM-Instruct (
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,15 @@ def provision(out: str | os.PathLike, **settings: Any) -> SeedResult:
     cfg = make_config(ProvisionConfig, {**settings, "out": str(out)})
     if bool(cfg.annotations) == bool(cfg.vg):
         raise EvolError("give exactly one of --annotations or --vg")
+    pool = nullcontext(None)
+    if cfg.ray:  # Ray actors instead of local processes: evol.distributed.ActorPool
+        from evol.distributed import ray_provision_pool
+
+        pool = ray_provision_pool(cfg.ray, cfg.workers)
     try:
-        report = write_seeds(cfg.out, **cfg.model_dump(exclude={"out", "images"}), group_sizes=cfg.images)
+        with pool as executor:
+            report = write_seeds(cfg.out, **cfg.model_dump(exclude={"out", "images", "ray"}), group_sizes=cfg.images,
+                                 executor=executor)
     except (ValueError, FileNotFoundError) as exc:
         raise EvolError(str(exc)) from None
     if report.records == 0:

@@ -117,7 +117,7 @@ def run_evolve(cfg: EvolveConfig, opts: RunOptions, *, progress: bool = True) ->
         raise EvolError(os_problem(exc, f"cannot use --out {cfg.out} as a run folder:")) from None
     with lock, _run_log(run, opts.verbose):
         try:
-            _check_same_run(run, cfg, identity)
+            check_same_run(run, cfg, identity)
             run.begin(cfg.public(), identity)
         except OSError as exc:
             if opts.verbose:
@@ -155,10 +155,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _check_same_run(run: RunDir, cfg: EvolveConfig, identity: dict) -> None:
+def check_same_run(run: RunDir, cfg: EvolveConfig, identity: dict, *, ray: bool = False) -> None:
     """Resuming with other settings or another input would mix two runs in one folder:
-    refuse, and say what differs."""
+    refuse, and say what differs. A folder run over Ray (its manifest says "ray"; shard
+    folders do not) resumes only over Ray."""
     manifest = run.read_manifest()
+    if manifest.get("ray") and not ray:
+        raise EvolError(f"{run.root} was run over Ray in {manifest['ray'].get('shards')} shards: "
+                        "resume it with --ray (the shards hold its journals and caches)")
     old = manifest.get("config")
     if not old:
         return
@@ -187,11 +191,11 @@ def settle(cfg: EvolveConfig):
 
     try:
         choice = settle_backend(cfg.backend, cfg.model, cfg.base_url)
-        judge = settle_backend(choice.kind, cfg.judge_model, None) if cfg.judge_model and choice.kind != "openai" else None
+        judge = _judge_choice(cfg, choice)
     except BackendChoiceError as exc:
         raise EvolError(str(exc)) from None
     cfg.backend, cfg.model = choice.kind, choice.model
-    for text in choice.notes:
+    for text in [*choice.notes, *(judge.notes if judge is not None else [])]:
         note(text)
     if choice.text_only and cfg.send_images:
         cfg.send_images = False
@@ -203,39 +207,120 @@ def settle(cfg: EvolveConfig):
     return choice
 
 
+def _judge_choice(cfg: EvolveConfig, choice):
+    """The judge's backend (a `BackendChoice`), or None when it is the evolver's model on the
+    evolver's backend. `--judge-base-url` means a judge over HTTP (`--judge-backend openai`);
+    `--judge-backend hf|vllm` a local judge (`--judge-model` its path) beside any evolver."""
+    from evol.backends import BackendChoiceError, settle_backend
+
+    kind = cfg.judge_backend or ("openai" if cfg.judge_base_url else choice.kind)
+    if cfg.judge_base_url and kind != "openai":
+        raise BackendChoiceError(f"--judge-base-url is for a judge over HTTP; --judge-backend {kind} runs the judge "
+                                 "in this process")
+    model = cfg.judge_model
+    if kind == choice.kind and model in (None, choice.model):
+        return None
+    if model is None and kind == "openai":
+        raise BackendChoiceError("a judge over HTTP beside a local evolver needs --judge-model (the name its "
+                                 "server serves)")
+    if model is None:
+        model = choice.model if choice.kind != "openai" else None
+    return settle_backend(kind, model, None)
+
+
 def _build_backends(cfg: EvolveConfig, run: RunDir, images, choice):
-    from evol.backends import build_backend, settle_backend
+    """The evolver's and the judge's backends, each cached in the run's one cache.
+
+    Over HTTP each side has its servers (`evol.backends.endpoints.EndpointPool`: --base-url,
+    or --judge-base-url for the judge), a `Limiter` (the sum of their concurrencies,
+    adaptive, with the rates) and a `Breaker`. A judge with nothing of its own (no servers,
+    key, limits or backend) shares the evolver's, as one server always did; it still gets a
+    backend object of its own, so that what it spent is counted apart (`_meter`).
+    """
+    from evol.backends import BackendChoiceError, build_backend
     from evol.backends.base import BackendError
+    from evol.backends.endpoints import EndpointPool
     from evol.backends.health import Breaker
     from evol.backends.limits import Limiter
     from evol.cache import Cache, CachedBackend
 
-    limiter = Limiter(cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm, adaptive=True)  # latency control: limits.py
-    cache = Cache(run.cache)
-    remote = dict(base_url=cfg.base_url, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
-                  max_attempts=cfg.max_attempts, image_detail=cfg.image_detail, breaker=Breaker(),
-                  structured=cfg.structured)
+    try:
+        judge_choice = _judge_choice(cfg, choice)
+    except BackendChoiceError as exc:
+        raise EvolError(str(exc)) from None
+    first = "json_schema" if cfg.structured == "auto" else cfg.structured
 
-    def make(which):
+    def servers(urls, concurrency, rpm, tpm):
+        pool = EndpointPool(urls, concurrency, breaker=Breaker(), dialect=first)
+        return pool, Limiter(pool.concurrency, rpm=rpm, tpm=tpm, adaptive=True)  # latency control: limits.py
+
+    pool, limiter = servers(cfg.base_url if choice.kind == "openai" else None, cfg.concurrency, cfg.rpm, cfg.tpm)
+    cache = Cache(run.cache)
+
+    def make(which, limiter, pool, key_env):
         if which.kind != "openai":
             say(f"loading {which.model} ({which.kind} backend) ...")
+        remote = dict(api_key_env=key_env, timeout=cfg.timeout, max_attempts=cfg.max_attempts,
+                      image_detail=cfg.image_detail, breaker=pool.breaker, structured=cfg.structured, endpoints=pool)
         try:
-            inner = build_backend(which, images=images, limiter=limiter, device=cfg.device,
-                                  batch_size=cfg.batch_size, max_new_tokens=cfg.max_tokens,
-                                  max_string=cfg.max_string, max_items=cfg.max_items,
-                                  **(remote if which.kind == "openai" else {}))
+            return build_backend(which, images=images, limiter=limiter, device=cfg.device,
+                                 batch_size=cfg.batch_size, max_new_tokens=cfg.max_tokens,
+                                 max_string=cfg.max_string, max_items=cfg.max_items,
+                                 **(remote if which.kind == "openai" else {}))
         except BackendError as exc:
             cache.close()
             raise EvolError(str(exc)) from None
-        return inner, CachedBackend(inner, cache, images)
 
-    inner, backend = make(choice)
-    if not cfg.judge_model or cfg.judge_model == cfg.model:
-        judge_inner, judge_backend = inner, backend
+    inner = make(choice, limiter, pool, cfg.api_key_env)
+    judge_which = judge_choice or choice
+    if judge_which.kind != "openai" and judge_choice is None:
+        judge_inner = inner  # the same local model: one engine
+    elif cfg.judge_own:
+        if judge_which.kind == "openai":
+            jpool, jlimiter = servers(cfg.judge_base_url or (cfg.base_url if choice.kind == "openai" else None),
+                                      cfg.judge_concurrency or cfg.concurrency, cfg.judge_rpm, cfg.judge_tpm)
+        else:
+            jpool, jlimiter = servers(None, cfg.judge_concurrency or cfg.concurrency, None, None)
+        judge_inner = make(judge_which, jlimiter, jpool, cfg.judge_api_key_env or cfg.api_key_env)
     else:
-        judge_inner, judge_backend = make(settle_backend(choice.kind, cfg.judge_model,
-                                                         cfg.base_url if choice.kind == "openai" else None))
-    return cache, [inner, judge_inner], backend, judge_backend
+        judge_inner = make(judge_which, limiter, pool, cfg.api_key_env)
+    return cache, [inner, judge_inner], CachedBackend(inner, cache, images), CachedBackend(judge_inner, cache, images)
+
+
+def _meter(cfg: EvolveConfig, inners, backend, judge_backend):
+    """What the evolver and the judge spent in this invocation (`evol.stats.Meter`): the
+    tokens of every request each side's backend sent (cached calls cost nothing); a local
+    model serving both sides is split by the calls each side made."""
+    from evol.stats import Meter, role_prices
+
+    shared = inners[0] is inners[1]
+    sources = {}
+    for role, inner, cached in (("evolver", inners[0], backend), ("judge", inners[1], judge_backend)):
+        st = getattr(inner, "stats", None)
+        sources[role] = cached.stats if shared or st is None else st.sent
+    return Meter(sources, role_prices(cfg))
+
+
+def _endpoint_tables(inners) -> dict:
+    """Per server, this invocation's requests, answers, errors and mean latency: under
+    "evolver" (the judge's requests too when it shares the servers) and "judge" (its own)."""
+    pools = [getattr(b, "pool", None) for b in inners]
+    out = {}
+    if pools[0] is not None:
+        out["evolver"] = pools[0].table()
+    if pools[1] is not None and pools[1] is not pools[0]:
+        out["judge"] = pools[1].table()
+    return out
+
+
+def _judge_info(cfg: EvolveConfig, inners) -> dict:
+    """Which judge this run used: backend, model and servers (redacted)."""
+    judge = inners[1]
+    pool = getattr(judge, "pool", None)
+    kind = cfg.judge_backend or ("openai" if cfg.judge_base_url else cfg.backend)
+    return {"backend": kind, "model": judge.model,
+            "servers": ("the evolver's" if pool is not None and pool is getattr(inners[0], "pool", None)
+                        else [ep.where for ep in pool.endpoints] if pool is not None else None)}
 
 
 async def _close(inners, cache) -> None:
@@ -252,12 +337,15 @@ async def _preflight(cfg: EvolveConfig, run: RunDir, inners, cache):
     failed check raises EvolError, nothing written as done.
     """
     previous = run.read_manifest().get("server")
-    if cfg.backend != "openai" or not cfg.preflight:
+    from evol.backends.openai import OpenAIBackend
+
+    remote = [b for b in {id(b): b for b in inners}.values() if isinstance(b, OpenAIBackend)]
+    if not remote or not cfg.preflight:
         return cfg, previous
     from evol.backends.preflight import PreflightError, record_server, run_preflight
 
     try:
-        check = await run_preflight(cfg, list({id(b): b for b in inners}.values()), previous=previous)
+        check = await run_preflight(cfg, remote, previous=previous, evolver=isinstance(inners[0], OpenAIBackend))
     except PreflightError as exc:
         await _close(inners, cache)
         raise EvolError(str(exc)) from None
@@ -272,6 +360,8 @@ async def _preflight(cfg: EvolveConfig, run: RunDir, inners, cache):
         raise EvolError(os_problem(exc, "cannot write the run folder:")) from None
     if not check.send_images and cfg.send_images:
         return cfg.model_copy(update={"send_images": False, "judge_image": False}), check.info
+    if check.judge_image is False and cfg.judge_image:
+        return cfg.model_copy(update={"judge_image": False}), check.info
     return cfg, check.info
 
 
@@ -289,6 +379,12 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_faile
     except OSError as exc:
         raise EvolError(os_problem(exc, "cannot read or tidy the run folder:")) from None
     cache, inners, backend, judge_backend = _build_backends(cfg, run, images, choice)
+    meter = _meter(cfg, inners, backend, judge_backend)
+
+    def usage() -> dict:  # what this invocation's entry adds: money, and requests per server
+        tables = _endpoint_tables(inners)
+        return {"cost": meter.block(), **({"endpoints": tables} if tables else {})}
+
     run_cfg, server = await _preflight(cfg, run, inners, cache)
     runner = Runner(run_cfg, run, backend, images, judge_backend=judge_backend, done_keys=done)
     total = _total(cfg, count_records)
@@ -299,13 +395,13 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_faile
     slot: list[int | None] = [None]
 
     def checkpoint(status: str = "running") -> None:
-        slot[0] = run.record_invocation(_invocation_entry(started, t0, runner.stats, status), slot[0])
+        slot[0] = run.record_invocation(_invocation_entry(started, t0, runner.stats, status, more=usage()), slot[0])
 
     try:
         checkpoint()
     except OSError as exc:
         log.warning("could not record this invocation in %s: %s", run.manifest, exc)
-    shown = asyncio.create_task(show_progress(runner.stats, console, checkpoint=checkpoint) if progress
+    shown = asyncio.create_task(show_progress(runner.stats, console, checkpoint=checkpoint, cost=meter) if progress
                                 else _checkpoints(checkpoint))
     finished = False
     try:
@@ -320,7 +416,8 @@ async def _evolve(cfg: EvolveConfig, run: RunDir, images, choice, *, retry_faile
                 checkpoint("interrupted")
             except Exception:  # noqa: BLE001 - the interruption is what gets reported
                 pass
-    return _finish(cfg, run, stats, total, started, t0, slot[0], server, prompt_versions())
+    return _finish(cfg, run, stats, total, started, t0, slot[0], server, prompt_versions(), more=usage(),
+                   judge=_judge_info(cfg, inners))
 
 
 async def _checkpoints(checkpoint, interval: float = 5.0) -> None:
@@ -338,8 +435,11 @@ def _total(cfg: EvolveConfig, count_records, arrays: bool = False) -> int | None
     return min(total, cfg.limit) if total is not None and cfg.limit is not None else total
 
 
-def _finish(cfg, run, stats, total, started, t0, slot, server, prompts) -> EvolveResult:
+def _finish(cfg, run, stats, total, started, t0, slot, server, prompts, *, more: dict | None = None,
+            judge: dict | None = None) -> EvolveResult:
+    from evol.backends.endpoints import sum_tables
     from evol.io import count_records
+    from evol.stats import sum_costs
 
     # records never started because the run stopped are pending too
     unstarted = 0
@@ -355,11 +455,13 @@ def _finish(cfg, run, stats, total, started, t0, slot, server, prompts) -> Evolv
     status = "complete" if complete else "incomplete"
     known = stats.stop_cause is None or total is not None
     invocations = list(run.read_manifest().get("invocations") or [])
-    entry = _invocation_entry(started, t0, stats, status, pending)
+    entry = _invocation_entry(started, t0, stats, status, pending, more=more)
     if slot is not None and slot < len(invocations):
         invocations[slot] = entry
     else:
         invocations.append(entry)
+    spent = sum_costs([i.get("cost") for i in invocations])
+    servers = sum_tables(i.get("endpoints") for i in invocations if isinstance(i.get("endpoints"), dict))
     try:
         manifest = finalize(run, cfg.public(), min_score=cfg.min_score, include_seeds=cfg.include_seeds, extra={
             "status": status,
@@ -367,6 +469,9 @@ def _finish(cfg, run, stats, total, started, t0, slot, server, prompts) -> Evolv
             "prompts": prompts,
             "invocations": invocations,  # finalize adds the totals: wall_s, model_calls, http
             **({"server": server} if server is not None else {}),
+            **({"judge": judge} if judge is not None else {}),
+            **({"cost": spent} if spent is not None else {}),  # evolver and judge apart, every invocation
+            "endpoints": servers,  # per server, every invocation ({} with a local model)
         })
     except OSError as exc:
         from evol.cache import write_failure
@@ -377,7 +482,8 @@ def _finish(cfg, run, stats, total, started, t0, slot, server, prompts) -> Evolv
         return EvolveResult(run.root, "incomplete", pending=pending if known else None, stopped=stopped)
     c = manifest["counts"]
     say(f"{'done' if complete else 'incomplete'}: {c['records_out']} records, {c['llava_entries']} kept items "
-        f"in {run.llava}; {c['records_rejected']} records rejected, rejects in {run.rejects}; {_requests_line(stats)}")
+        f"in {run.llava}; {c['records_rejected']} records rejected, rejects in {run.rejects}; {_requests_line(stats)}"
+        + _cost_line(manifest.get("cost")))
     result = EvolveResult(run.root, status, counts=c, manifest=manifest, pending=pending if known else None,
                           stopped=stats.stop_cause)
     if complete:
@@ -391,7 +497,8 @@ def _finish(cfg, run, stats, total, started, t0, slot, server, prompts) -> Evolv
     return result
 
 
-def _invocation_entry(started: str, t0: float, stats, status: str, pending: int | None = None) -> dict:
+def _invocation_entry(started: str, t0: float, stats, status: str, pending: int | None = None, *,
+                      more: dict | None = None) -> dict:
     """One invocation in the manifest: when it started, how it ended ("running" until it
     does; "killed" when it never did), its wall time, the requests it sent
     ("model_calls": HTTP requests, every attempt; with a local backend, calls answered)
@@ -413,6 +520,8 @@ def _invocation_entry(started: str, t0: float, stats, status: str, pending: int 
     }
     if pending is not None:
         entry["records_pending"] = pending
+    if more:  # money ("cost") and requests per server ("endpoints")
+        entry.update(more)
     if stats.stop_cause:
         entry["stopped"] = stats.stop_cause
     return entry
@@ -434,6 +543,15 @@ def _requests_line(stats) -> str:
             f"{stats.cached_calls} calls from cache")
 
 
+def _cost_line(spent: dict | None) -> str:
+    """"; cost 1.23 (evolver 1.00, judge 0.23)" for the summary; "" without prices."""
+    if not spent or spent.get("money") is None:
+        return ""
+    parts = ", ".join(f"{role} {'?' if v.get('money') is None else format(v['money'], '.4g')}"
+                      for role, v in spent.items() if isinstance(v, dict))
+    return f"; cost {spent['money']:.4g} ({parts})"
+
+
 def _dry_run(cfg: EvolveConfig, images) -> EvolveResult:
     from evol.dryrun import estimate
 
@@ -442,6 +560,7 @@ def _dry_run(cfg: EvolveConfig, images) -> EvolveResult:
         f"{est.rejected} records would be rejected on read\n"
         f"  requests: at most {est.requests:,} (operator + judge per round)\n"
         f"  tokens:   about {est.tokens_in:,} in, {est.tokens_out:,} out\n"
+        f"  cost:     {est.cost_text()}\n"
         "  nothing was called.")
     for reason, n in est.reasons.most_common(5):
         say(f"  rejected: {n} x {reason}")

@@ -183,3 +183,77 @@ class CallStats:
         """The calls as a seed command's manifest writes them."""
         return {"model_calls": self.calls, "cached_calls": self.cached, "failed_calls": self.failed,
                 "tokens": {"in": self.tokens_in, "out": self.tokens_out}}
+
+
+# -- money ------------------------------------------------------------------------------
+def money(tokens_in: int, tokens_out: int, price_in: float | None, price_out: float | None) -> float | None:
+    """What the tokens cost at prices per million input and output tokens; None while a
+    price is unknown."""
+    if price_in is None or price_out is None:
+        return None
+    return round((tokens_in * price_in + tokens_out * price_out) / 1e6, 6)
+
+
+def role_prices(cfg: Any) -> dict[str, tuple[float | None, float | None]]:
+    """The prices per million tokens (in, out) of the evolver and the judge (`cfg` an
+    `EvolveConfig`). The judge's default to the evolver's when it is the same model on the
+    same servers; otherwise they are unknown until given."""
+    judge_in, judge_out = cfg.judge_price_in, cfg.judge_price_out
+    if getattr(cfg, "judge_shares", False):
+        judge_in = cfg.price_in if judge_in is None else judge_in
+        judge_out = cfg.price_out if judge_out is None else judge_out
+    return {"evolver": (cfg.price_in, cfg.price_out), "judge": (judge_in, judge_out)}
+
+
+def cost_block(tokens: dict[str, tuple[int, int]], prices: dict[str, tuple[float | None, float | None]]) -> dict:
+    """``{"evolver": {tokens_in, tokens_out, price_in, price_out, money}, "judge": {...},
+    "money": total}`` (money None where a price is unknown; the total counts the known)."""
+    out: dict[str, Any] = {}
+    total, known = 0.0, False
+    for role, (t_in, t_out) in tokens.items():
+        p_in, p_out = prices.get(role, (None, None))
+        m = money(t_in, t_out, p_in, p_out)
+        out[role] = {"tokens_in": t_in, "tokens_out": t_out, "price_in": p_in, "price_out": p_out, "money": m}
+        if m is not None:
+            total, known = total + m, True
+    out["money"] = round(total, 6) if known else None
+    return out
+
+
+def sum_costs(blocks: list[dict]) -> dict | None:
+    """Invocations' ``cost`` blocks added up (each role's tokens and money); None without one."""
+    blocks = [b for b in blocks if isinstance(b, dict)]
+    if not blocks:
+        return None
+    out: dict[str, Any] = {}
+    total, known = 0.0, False
+    for b in blocks:
+        for role, part in b.items():
+            if not isinstance(part, dict):
+                continue
+            acc = out.setdefault(role, {"tokens_in": 0, "tokens_out": 0, "money": None})
+            acc["tokens_in"] += int(part.get("tokens_in") or 0)
+            acc["tokens_out"] += int(part.get("tokens_out") or 0)
+            if part.get("money") is not None:
+                acc["money"] = round((acc["money"] or 0.0) + part["money"], 6)
+                total, known = total + part["money"], True
+    out["money"] = round(total, 6) if known else None
+    return out
+
+
+class Meter:
+    """What this invocation's calls cost, per role (evolver, judge): `tokens` reads each
+    role's tokens sent as they are now; `block()` is the manifest's ``cost`` entry."""
+
+    def __init__(self, sources: dict[str, Any], prices: dict[str, tuple[float | None, float | None]]):
+        self.sources, self.prices = sources, prices  # role -> a Tally or CallStats to read
+
+    def tokens(self) -> dict[str, tuple[int, int]]:
+        return {role: (int(src.tokens_in), int(src.tokens_out)) for role, src in self.sources.items()}
+
+    def block(self) -> dict:
+        return cost_block(self.tokens(), self.prices)
+
+    @property
+    def known(self) -> bool:
+        return any(p_in is not None and p_out is not None for p_in, p_out in self.prices.values())

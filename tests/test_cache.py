@@ -13,7 +13,8 @@ import pytest
 from PIL import Image as PILImage
 
 from evol.backends.base import Backend, BackendError, Image, Message, Reply, Request, Sampling, Text
-from evol.cache import Cache, CachedBackend, request_key
+from evol.cache import KEY_VERSION, Cache, CachedBackend, canonical_json, request_key
+from evol.backends.base import RunStopped
 from evol.images import ImageStore
 
 
@@ -92,6 +93,95 @@ def test_key_covers_what_shapes_the_answer(tmp_path: Path, images: ImageStore):
     # same path, new pixels -> new key
     PILImage.new("RGB", (9, 8), (9, 9, 9)).save(images.root / "x.png")
     assert request_key(req, "m", images) != key
+
+
+def reference_key(request: Request, model: str, images: ImageStore, image_options=None) -> str:
+    """What a key is, written the plain way (json.dumps of the whole canonical dict):
+    `request_key` builds the same bytes piece by piece, so caches made before still hit."""
+    import hashlib
+
+    messages, has_images = [], False
+    for msg in request.messages:
+        parts = []
+        for part in msg.parts:
+            if isinstance(part, Text):
+                parts.append(["text", part.text])
+            else:
+                parts.append(["image", images.content_hash(part.ref)])
+                has_images = True
+        messages.append([msg.role, parts])
+    canon = {"v": KEY_VERSION, "model": model, "sampling": dataclasses.asdict(request.sampling),
+             "messages": messages, "schema": request.schema, "schema_name": request.schema_name,
+             "template": request.template}
+    if has_images:
+        canon["max_side"] = images.max_side
+        if image_options:
+            canon["image_options"] = image_options
+    return hashlib.sha256(canonical_json(canon).encode("utf-8")).hexdigest()
+
+
+def test_key_is_the_canonical_json_byte_for_byte(images: ImageStore):
+    odd = "caf\u00e9 \"q\" \\ \n\t\x00\x1f \u2028 \U0001F600 \x7f \u017f"
+    schema = {"b": [1, 2.5, None, True], "a": {"z": odd, "y": 1e-7, "x": 10**20}}
+    requests = [
+        make_request(),
+        make_request(schema=None),
+        make_request(schema=schema, schema_name=odd, template=odd),
+        make_request(messages=(Message.text("system", odd), Message("user", (Image("x.png"), Text(odd))))),
+        make_request(sampling=Sampling(temperature=1e-5, top_p=0.95, max_tokens=7, seed=2**40)),
+        make_request(sampling=Sampling(temperature=1e17, top_p=1, seed=None)),
+    ]
+    for req in requests:
+        for model, options in (("m", None), (odd, {"detail": "low"}), ("m", {"detail": "high", "z": [1.5]})):
+            for _ in range(2):  # the second time the schema's dump is remembered
+                assert request_key(req, model, images, options) == reference_key(req, model, images, options)
+    # a key made before this was written (json.dumps of the whole canon) is still the key
+    assert request_key(make_request(), "m", images) == reference_key(make_request(), "m", images)
+    lone = make_request(messages=(Message.text("user", "\ud800"),))
+    with pytest.raises(UnicodeEncodeError):
+        request_key(lone, "m", images)
+
+
+async def test_puts_of_one_loop_pass_share_a_commit(tmp_path: Path):
+    path = tmp_path / "c.sqlite"
+    cache = Cache(path)
+    other = sqlite3.connect(path)
+    count = lambda: other.execute("SELECT COUNT(*) FROM replies").fetchone()[0]  # noqa: E731
+    for i in range(3):
+        cache.put(f"k{i}", "{}")
+    assert cache.get("k2") == "{}"  # this connection sees them at once
+    assert count() == 0  # others: once committed, before the loop waits again
+    await asyncio.sleep(0)
+    assert count() == 3
+    cache.put("k3", "{}")
+    cache.delete("k0")
+    cache.close()  # commits what is open
+    assert count() == 3 and Cache(path).get("k3") == "{}" and Cache(path).get("k0") is None
+    other.close()
+
+
+async def test_a_failed_deferred_commit_stops_the_next_write(tmp_path: Path):
+    cache = Cache(tmp_path / "c.sqlite")
+    real = cache._db
+
+    class Failing:
+        in_transaction = property(lambda self: real.in_transaction)
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT":
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.execute(sql, *args)
+
+        def close(self):
+            real.close()
+
+    cache._db = Failing()
+    cache.put("k", "{}")
+    await asyncio.sleep(0)
+    with pytest.raises(RunStopped, match="c.sqlite"):
+        cache.put("k2", "{}")
+    assert cache.get("k") is None  # rolled back: a rerun asks again
+    cache.close()
 
 
 async def test_concurrent_identical_requests_share_one_call(tmp_path: Path, images: ImageStore):

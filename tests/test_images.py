@@ -440,6 +440,35 @@ async def test_acheck(root: Path):
         await store.acheck("bad.jpg")
 
 
+async def test_acheck_answers_known_verdicts_on_the_loop(root: Path, loads, monkeypatch):
+    """A file already judged (same size and mtime) is answered without a worker thread,
+    with the words `check` uses; a changed file is decoded again."""
+    store = ImageStore(root)
+    await store.acheck("a.jpg")
+    with pytest.raises(ImageError, match="image is corrupt or not an image: bad.jpg"):
+        await store.acheck("bad.jpg")
+    decodes = len(loads)
+
+    async def no_thread(*a, **k):
+        raise AssertionError("a known verdict went to a worker thread")
+
+    monkeypatch.setattr("evol.images.asyncio.to_thread", no_thread)
+    await store.acheck("a.jpg")
+    await store.acheck("sub/../a.jpg")  # the same file by another name
+    with pytest.raises(ImageError, match="image is corrupt or not an image: bad.jpg"):
+        await store.acheck("bad.jpg")
+    assert len(loads) == decodes
+    monkeypatch.undo()
+    for ref, reason in (("gone.jpg", "image not found: gone.jpg"), ("../outside.jpg", "outside the image root"),
+                        ("file:a.jpg", "file: scheme")):
+        with pytest.raises(ImageError, match=reason):
+            await store.acheck(ref)
+    save(root / "a.jpg", size=(30, 20))  # a new file under the old name
+    (root / "a.jpg").write_bytes((root / "a.jpg").read_bytes()[:40])
+    with pytest.raises(ImageError, match="a.jpg"):
+        await store.acheck("a.jpg")
+
+
 @pytest.mark.parametrize("call", ["check", "data_url"])
 def test_full_decodes_are_bounded_process_wide(tmp_path: Path, monkeypatch, call: str):
     """Six threads, two slots: the two that got in wait until every other thread has asked

@@ -301,3 +301,19 @@ def test_record_rng_is_keyed_and_stable_across_processes():
         env = {**os.environ, "PYTHONHASHSEED": hashseed}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, check=True)
         assert json.loads(out.stdout) == here
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_requests_share_one_schema_object_per_item_count(name):
+    """The cache key dumps a schema object once (evol.cache), so requests with as many items
+    share one, equal to what `schema(n)` makes."""
+    from evol.eliminator.judge import Judge
+
+    op, rec = OPERATORS[name], make_record()
+    first = op.build(rec, rec.items, 1)
+    again = op.build(rec, rec.items, 2)
+    assert first.schema is again.schema and first.schema == op.schema(len(rec.items))
+    assert op.build(rec, rec.items[:1], 1).schema == op.schema(1)
+    pairs = [(rec.items[0], rec.items[0])]
+    judge = Judge()
+    assert judge.build(rec, pairs, 1).schema is judge.build(rec, pairs, 2).schema == judge.schema(1)

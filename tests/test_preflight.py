@@ -123,7 +123,9 @@ def test_a_fixed_dialect_the_server_refuses_fails_naming_auto(tmp_path, server_f
     assert "Input should be 'text' or 'json_object' [type=literal_error" in errors[0]  # brackets kept
     assert "--structured auto" in errors[0]
     _nothing_done(out)
-    assert srv.stats()["preflight"]["requests"] == 1 and srv.stats()["requests"] == 0
+    # the text and the image check go out together in the one dialect allowed; the image
+    # check is dropped when the refusal comes first, so it may not have reached the server
+    assert srv.stats()["preflight"]["requests"] in (1, 2) and srv.stats()["requests"] == 0
 
 
 # ------------------------------------------------------------------------------- notes
@@ -156,7 +158,8 @@ def test_a_check_call_without_an_answer_in_time_is_a_note_not_a_failure(tmp_path
     res = run_cli(*evolve_args(seeds, out, srv.url, "--rounds", "1", "--timeout", "1"))
     assert res.returncode == 0, res.stderr
     assert "did not answer the check call (no answer within 1 s)" in res.stderr
-    assert srv.stats()["preflight"]["requests"] == 1
+    # the check call and the image check went out together; neither was asked twice
+    assert srv.stats()["preflight"]["requests"] == 2
     server = json.loads((out / "manifest.json").read_text())["server"]
     assert server["dialect"] is None and server["images"] == "unchecked" and server["models_listed"] is True
 

@@ -187,3 +187,29 @@ def test_contradicting_turns():
     assert contradicting_turns(same) is None  # the same answer: a repeat, not a contradiction
     assert repeated_turns(same) == [(2, "turn 3 repeats turn 1 ('Is the dog running') word for word")]
     assert contradicting_turns(turns[:2]) is None and repeated_turns(turns) == []
+
+
+@pytest.mark.parametrize("rule, text", [
+    # one text per alternative of each pattern: the word filter in front of it must let each through
+    (scaffold_words, "See # Given the scene."),
+    (scaffold_words, "From the given question, what is red?"),
+    (scaffold_words, "The rewritten Q & A & S asks more."),
+    (scaffold_words, "The ORIGINAL item asked less."),
+    (scaffold_words, "This rewritten version is harder."),
+    (scaffold_words, "Answer for source_id q1."),
+    (scaffold_words, "About the \u017fource_id field."),  # IGNORECASE pairs the long s with "s"
+    (source_leak, "According to the provided caption, the bus is red."),
+    (source_leak, "Based on the object list, there are two."),
+    (source_leak, "As noted in the metadata, it is noon."),
+    (source_leak, "From the annotations, count the cars."),
+    (source_leak, "The image caption says so."),
+    (source_leak, "Its bounding boxes overlap."),
+    (source_leak, "The description states it."),
+    (source_leak, "Given description: a bus."),
+    (source_leak, "Among the detected objects, which is red?"),
+])
+def test_word_filter_keeps_every_match(rule, text):
+    item = child(question=text)
+    assert rule(item, PARENT, BOXED)
+    assert rule(child(question=text.upper()), PARENT, BOXED)
+    assert rule(child(question="What colour is the bus?"), PARENT, BOXED) is None

@@ -25,6 +25,15 @@ spoil them) is found once:
    keeps the way it started: a run begun on captions goes on on captions; a run begun
    with pictures refuses to go on without them.
 
+Several servers (``--base-url`` repeated, or the judge's own ``--judge-base-url``): each
+endpoint is checked the same way (model, key, dialect, and images where pictures go to it)
+and keeps the dialect it takes. An endpoint that fails is left out of the run with a
+warning naming it and why, as long as another one of its side passes; an endpoint that
+ignores images while another sees them is left out too. When none passes, the run stops
+with one line (the one server's own line, or each server's in turn). The judge's own
+servers are checked for the judge model; if all of them ignore images the judge goes on
+without the picture (``--judge-no-image``), with a warning.
+
 Every failure is a `PreflightError` with one line, and the CLI exits 1 with nothing
 written as done. Transient trouble (429, a 5xx that is not a refusal, a timeout) is
 tried three times (a timeout is not tried again); if it persists the run goes on without
@@ -44,11 +53,11 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 from urllib.parse import quote
 
-import openai
-
 from evol.backends.base import Image, Message, ReplyParseError, Request, Sampling, Text
+from evol.backends.endpoints import Endpoint
 from evol.backends.jsonfix import extract_json
-from evol.backends.openai import STEP_DOWN, OpenAIBackend, _refused, _retry_after, _root_cause, schema_refusal
+from evol.backends.openai import (STEP_DOWN, OpenAIBackend, _refused, _retry_after, _root_cause, openai,
+                                  schema_refusal)
 
 PREFLIGHT_HEADER = "X-Evol-Preflight"
 PROBE_SCHEMA = {
@@ -87,12 +96,17 @@ class ServerCheck:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    judge_image: bool | None = None   # False: the judge's own servers ignore images
+    servers: list[dict[str, Any]] = field(default_factory=list)  # several endpoints: each one's finding
 
     @property
     def info(self) -> dict[str, Any]:
-        return {"dialect": self.dialect, "models_listed": self.models_listed, "images": self.images,
+        info = {"dialect": self.dialect, "models_listed": self.models_listed, "images": self.images,
                 "image_tokens": self.image_tokens, "send_images": self.send_images,
                 "preflight_s": round(self.seconds, 3)}
+        if self.servers:
+            info["endpoints"] = self.servers
+        return info
 
 
 class _NoAnswer(Exception):
@@ -141,18 +155,20 @@ def followed(text: str) -> bool:
 
 
 class _Probe:
-    """HTTP calls of the preflight, over the backend's own client (its key and base URL)."""
+    """HTTP calls of the preflight to one endpoint, over the backend's client for it (its key
+    and URL)."""
 
-    def __init__(self, backend: OpenAIBackend, timeout: float):
+    def __init__(self, backend: OpenAIBackend, timeout: float, endpoint: Endpoint | None = None):
         self.b, self.timeout = backend, timeout
-        self.client = backend._ensure_client()
-        self.options = {"timeout": timeout, "headers": {PREFLIGHT_HEADER: "1"}, "max_retries": 0}
+        self.ep = endpoint if endpoint is not None else backend.pool.endpoints[0]
+        self.where = self.ep.where
+        self.headers = {PREFLIGHT_HEADER: "1"}
 
     def connection_failed(self, exc: openai.APIConnectionError) -> PreflightError | None:
         """A refused or failed connect is final; None for a real timeout (transient)."""
         if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
             return None
-        return PreflightError(f"cannot connect to {self.b.where}: {self.b._scrub(_root_cause(exc))}")
+        return PreflightError(f"cannot connect to {self.where}: {self.b._scrub(_root_cause(exc))}")
 
     def unreachable(self, exc: openai.APIConnectionError) -> Exception:
         """What a failed connection means: a refused connect is final; a timeout is no
@@ -164,7 +180,7 @@ class _Probe:
         b = self.b
         key = (f"the key from {b.api_key_env}" if b._secret()
                else f"the request without a key ({b.api_key_env} is not set)")
-        return PreflightError(f"the server at {b.where} refused {key} (HTTP {exc.status_code}: "
+        return PreflightError(f"the server at {self.where} refused {key} (HTTP {exc.status_code}: "
                               f"{b._server_message(exc)})")
 
     async def get(self, path: str) -> Any:
@@ -172,7 +188,7 @@ class _Probe:
         last = ""
         for i in range(TRIES):
             try:
-                return await self.client.get(path, cast_to=object, options=self.options)
+                return await self.b.request(self.ep, "GET", path, headers=self.headers, timeout=self.timeout)
             except openai.APIConnectionError as exc:
                 raise self.unreachable(exc) from None
             except openai.APIStatusError as exc:
@@ -195,7 +211,8 @@ class _Probe:
         last, last_status = "", None
         for i in range(TRIES):
             try:
-                resp = await self.client.post("/chat/completions", body=body, cast_to=object, options=self.options)
+                resp = await self.b.request(self.ep, "POST", "/chat/completions", body, headers=self.headers,
+                                            timeout=self.timeout)
             except openai.APIConnectionError as exc:
                 raise self.unreachable(exc) from None
             except openai.APIStatusError as exc:
@@ -203,7 +220,7 @@ class _Probe:
                 if status in (401, 403):
                     raise self.key_refused(exc) from None
                 if status == 404:
-                    raise PreflightError(f"the server at {b.where} answered HTTP 404 ({b._server_message(exc)}): "
+                    raise PreflightError(f"the server at {self.where} answered HTTP 404 ({b._server_message(exc)}): "
                                          f"check --base-url and --model {model!r}") from None
                 if schema_refusal(exc) or not _transient(status):
                     raise
@@ -314,11 +331,11 @@ async def _settle_dialect(probe: _Probe, check: ServerCheck, structured: str, mo
     return resp
 
 
-async def _check_images(probe: _Probe, check: ServerCheck, model: str, plain: dict) -> None:
+async def _check_images(probe: _Probe, check: ServerCheck, model: str, plain: dict, sent=None) -> None:
     b = probe.b
     dialect = check.dialect or b.dialect
     try:
-        resp = await probe.chat(probe_request(probe_image_url()), dialect, model)
+        resp = await (sent if sent is not None else probe.chat(probe_request(probe_image_url()), dialect, model))
     except openai.APIStatusError as exc:
         check.images = "refused"
         check.why = f"HTTP {exc.status_code}: {b._server_message(exc)}"
@@ -393,33 +410,115 @@ def _decide_images(check: ServerCheck, *, policy: str, previous: dict | None, sa
                           "and boxes stand in for the picture")
 
 
-async def run_preflight(cfg: Any, backends: Sequence[OpenAIBackend], *, previous: dict | None = None) -> ServerCheck:
-    """Check the server of `backends` (the run's OpenAI backends: the model's, the judge's)
-    for the run `cfg` describes; set the dialect found on every backend. Raises
-    `PreflightError`; see the module doc."""
-    t0 = time.perf_counter()
-    main = backends[0]
-    check = ServerCheck(where=main.where, send_images=bool(cfg.send_images),
-                        images="unchecked" if cfg.send_images else "not sent")
-    probe = _Probe(main, min(MAX_TIMEOUT, float(cfg.timeout)))
+async def _check_endpoint(cfg: Any, backend: OpenAIBackend, ep: Endpoint, models: list[str],
+                          images: bool) -> ServerCheck:
+    """The checks of one endpoint (see the module doc); raises `PreflightError`."""
+    check = ServerCheck(where=ep.where, send_images=images, images="unchecked" if images else "not sent")
+    probe = _Probe(backend, min(MAX_TIMEOUT, float(cfg.timeout)), ep)
     try:
-        await _check_models(probe, check, [b.model for b in backends])
-        plain = await _settle_dialect(probe, check, main.structured, main.model)
-        if cfg.send_images and plain is not None:
-            await _check_images(probe, check, main.model, plain)
+        await _check_models(probe, check, models)
+        # the picture probe goes at once, speculatively in the first dialect tried: when the
+        # text probe settles on that dialect (almost always) its answer is the image check
+        first = "json_schema" if backend.structured == "auto" else backend.structured
+        spec = (asyncio.ensure_future(probe.chat(probe_request(probe_image_url()), first, backend.model))
+                if images else None)
+        try:
+            plain = await _settle_dialect(probe, check, backend.structured, backend.model)
+        except BaseException:
+            if spec is not None:
+                spec.cancel()
+            raise
+        useful = spec if images and plain is not None and check.dialect == first else None
+        if spec is not None and useful is None:
+            spec.cancel()  # another dialect settled on, or no answer: asked again below, or not at all
+        if images and plain is not None:
+            await _check_images(probe, check, backend.model, plain, useful)
     except PreflightError:
         raise
     except _NoAnswer:  # GET /models timed out: the run finds out for itself, without more waiting here
         pass
     except Exception as exc:  # the HTTP client itself failed: the run finds out what its calls do
         check.notes.append(f"could not check the server at {check.where} ({type(exc).__name__}: "
-                           f"{main._scrub(str(exc))}): going on without the preflight")
+                           f"{backend._scrub(str(exc))}): going on without the preflight")
     if check.dialect is not None:
-        for b in backends:
-            b.use_dialect(check.dialect)
-    if cfg.send_images:
-        sample = records_with_text(cfg.input, cfg.input_format) if check.images in ("ignored", "refused") else (0, 0)
-        _decide_images(check, policy=cfg.text_only_server, previous=previous, sample=sample)
+        backend.use_dialect(check.dialect, ep)
+    return check
+
+
+_BLIND = ("ignored", "refused")
+
+
+async def _check_side(cfg: Any, backends: Sequence[OpenAIBackend], images: bool) -> tuple[ServerCheck, list]:
+    """Check every endpoint of one side's servers (the backends share them): the check of the
+    first that passed, and a row per endpoint. Endpoints that fail, or that ignore images
+    while another sees them, are left out; raises `PreflightError` when none passes."""
+    main = backends[0]
+    pool = main.pool
+    models = [b.model for b in backends]
+    passed: list[tuple[Endpoint, ServerCheck]] = []
+    failed: list[tuple[Endpoint, str]] = []
+    for ep in pool.usable:
+        try:
+            check = await _check_endpoint(cfg, main, ep, models, images)
+        except PreflightError as exc:
+            failed.append((ep, str(exc)))
+            continue
+        passed.append((ep, check))
+    if not passed:
+        if len(failed) == 1:
+            raise PreflightError(failed[0][1])
+        raise PreflightError(f"none of the {len(failed)} servers passed the preflight: "
+                             + "; ".join(why for _, why in failed))
+    if images and any(c.images == "seen" for _, c in passed):
+        for ep, c in [(ep, c) for ep, c in passed if c.images in _BLIND]:
+            passed.remove((ep, c))
+            failed.append((ep, f"the server at {ep.where} ignores images while the others see them"))
+    rows = []
+    for ep, why in failed:
+        pool.leave_out(ep, why)
+        rows.append({"url": ep.where, "left_out": why})
+    rows += [{"url": ep.where, "dialect": c.dialect, "images": c.images} for ep, c in passed]
+    check = passed[0][1]
+    for ep, why in failed:
+        check.warnings.append(f"{ep.where} is left out of this run: {why}")
+    for _, c in passed[1:]:
+        check.notes += c.notes
+        check.warnings += c.warnings
+    return check, (rows if len(pool.endpoints) > 1 else [])
+
+
+async def run_preflight(cfg: Any, backends: Sequence[OpenAIBackend], *, previous: dict | None = None,
+                        evolver: bool = True) -> ServerCheck:
+    """Check the servers of `backends` (the run's OpenAI backends: the evolver's first when
+    `evolver`, then the judge's) for the run `cfg` describes; set the dialect found on each
+    endpoint. Raises `PreflightError`; see the module doc."""
+    t0 = time.perf_counter()
+    sides: dict[int, list[OpenAIBackend]] = {}
+    for b in backends:
+        sides.setdefault(id(b.pool), []).append(b)
+    groups = list(sides.values())
+    check: ServerCheck | None = None
+    if evolver:
+        check, rows = await _check_side(cfg, groups.pop(0), bool(cfg.send_images))
+        check.servers = rows
+        if cfg.send_images:
+            sample = records_with_text(cfg.input, cfg.input_format) if check.images in _BLIND else (0, 0)
+            _decide_images(check, policy=cfg.text_only_server, previous=previous, sample=sample)
+    for group in groups:  # the judge's own servers
+        judge_images = bool(cfg.send_images and cfg.judge_image and (check is None or check.send_images))
+        judge, rows = await _check_side(cfg, group, judge_images)
+        if check is None:
+            check = judge
+            check.send_images = bool(cfg.send_images)
+            check.images = "not sent"
+        else:
+            check.notes += judge.notes
+            check.warnings += judge.warnings
+        check.servers += [{**r, "judge": True} for r in rows] or []
+        if judge_images and judge.images in _BLIND:
+            check.judge_image = False
+            check.warnings.append(f"the judge's server at {judge.where} ignores images: the judge goes on without "
+                                  "the picture (--judge-no-image)")
     check.seconds = time.perf_counter() - t0
     return check
 

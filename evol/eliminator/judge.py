@@ -18,12 +18,15 @@ import math
 from typing import Any
 
 from evol.backends.base import Message, Reply, ReplyParseError, Request, Sampling, Text
-from evol.operators.base import format_objects, image_parts, item_view, picture_note, reply_entries, short_ids
+from evol.operators.base import (format_objects, image_parts, item_view, picture_note, reply_entries, schema_for,
+                                 short_ids)
 from evol.prompts import load_prompt
 from evol.records import Item, Record, Verdict
 
 JUDGE_PROMPT = "judge"
 
+# json.dumps(value, ensure_ascii=False), without building an encoder per call
+_JSON = json.JSONEncoder(ensure_ascii=False)
 _YES = {"yes", "true", "y", "improved"}
 _NO = {"no", "false", "n", "not improved"}
 
@@ -78,7 +81,7 @@ class Judge:
         system = prompt.render(
             caption=record.caption.strip() or "(none)",
             objects=format_objects(record),
-            pairs="\n".join(json.dumps(s, ensure_ascii=False) for s in shown),
+            pairs="\n".join(_JSON.encode(s) for s in shown),
             n=len(pairs),
         )
         note = picture_note(record, send_image)
@@ -86,7 +89,7 @@ class Judge:
         user = (*image_parts(record, send_image), Text(f"{note}\n{ask}".strip()))
         return Request(
             messages=(Message.text("system", system), Message("user", user)),
-            schema=self.schema(len(pairs)),
+            schema=schema_for(self, len(pairs)),  # one object per count: see Operator.shared_schema
             schema_name=self.schema_name,
             sampling=sampling,
             template=prompt.id,

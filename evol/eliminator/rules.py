@@ -49,6 +49,10 @@ SOURCE_LEAK = re.compile(
     r"|\bdetected\s+objects\b",
     re.I,
 )
+# Words of which every match of the pattern above holds one (lower case): see `_search`.
+# Keep them in step with the patterns (tests/test_rules.py checks each alternative).
+_SCAFFOLD_NEEDLES = ("#", "given", "rewritten", "original", "source_id")
+_SOURCE_LEAK_NEEDLES = ("caption", "description", "annotation", "object", "metadata", "bounding")
 _NUM = r"\s*(-?(?:\d+(?:\.\d*)?|\.\d+))\s*"
 COORDS = re.compile(r"[\[(]" + ",".join([_NUM] * 4) + r"[\])]")
 BOX_TOLERANCE = 0.005
@@ -103,15 +107,28 @@ def refusal(child: Item, parent: Item, record: Record) -> str | None:
     return f"the answer reads as a refusal ({m.group(0)!r} in a short reply)" if m else None
 
 
+def _search(pattern: re.Pattern, needles: tuple[str, ...], text: str) -> re.Match | None:
+    """`pattern.search(text)`, skipped when ASCII text holds none of the words every match
+    needs (`needles`, lower case). The case-insensitive alternations scan slowly; almost no
+    item holds any of their words. For ASCII text, IGNORECASE matching is lower-casing, so
+    the skip never changes the outcome; other text (where IGNORECASE also pairs "ſ" with
+    "s" and "ı" with "i") is always searched."""
+    if text.isascii():
+        low = text.lower()
+        if not any(n in low for n in needles):
+            return None
+    return pattern.search(text)
+
+
 def scaffold_words(child: Item, parent: Item, record: Record) -> str | None:
     """Words from the rewriting instructions leaked into the item."""
-    m = SCAFFOLD.search(_joined(child))
+    m = _search(SCAFFOLD, _SCAFFOLD_NEEDLES, _joined(child))
     return f"it copies instruction wording: {m.group(0)!r}" if m else None
 
 
 def source_leak(child: Item, parent: Item, record: Record) -> str | None:
     """The item talks about the caption, the object list or boxes instead of the picture."""
-    m = SOURCE_LEAK.search(_joined(child))
+    m = _search(SOURCE_LEAK, _SOURCE_LEAK_NEEDLES, _joined(child))
     return f"it refers to the annotations instead of the picture: {m.group(0)!r}" if m else None
 
 

@@ -22,6 +22,9 @@ from evol.records import Item, Obj, Record, describe_validation_error, format_bo
 COMMON_PROMPT = "evolve_common"
 _ROUND_SUFFIX = re.compile(r"@r\d+$")  # "rec#0@r2" -> "rec#0"; an "@" inside a record id is kept
 
+# json.dumps(value, ensure_ascii=False), without building an encoder per call
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
 BOXES_GIVEN = (
     "Boxes are given for the objects above, so questions may ask where things are or how many "
     "there are; when a question or answer points at an object, cite its box exactly as listed."
@@ -151,6 +154,11 @@ class Operator:
             "required": ["items"],
         }
 
+    def shared_schema(self, n: int) -> dict[str, Any]:
+        """`schema(n)`, one object per operator and item count, shared by every request
+        built with it (so the cache key dumps it once): never change it."""
+        return schema_for(self, n)
+
     def build(self, record: Record, items: list[Item], round: int, opts: BuildOptions = BuildOptions()) -> Request:
         if not items:
             raise ValueError(f"record {record.id!r}: no items to evolve")
@@ -161,7 +169,7 @@ class Operator:
             caption=record.caption.strip() or "(none)",
             objects=format_objects(record),
             boxes_rule=BOXES_GIVEN if has_boxes(record) else NO_BOXES,
-            items="\n".join(json.dumps(s, ensure_ascii=False) for s in shown),
+            items="\n".join(_JSON.encode(s) for s in shown),
             objective=load_prompt(self.objective).render(n=len(items)).strip(),
             n=len(items),
         )
@@ -172,7 +180,7 @@ class Operator:
         user = (*image_parts(record, opts.send_images), Text(f"{note}\n{ask}".strip()))
         return Request(
             messages=(Message.text("system", system), Message("user", user)),
-            schema=self.schema(len(items)),
+            schema=self.shared_schema(len(items)),
             schema_name=self.schema_name,
             sampling=opts.sampling,
             template=self.template_id,
@@ -221,6 +229,20 @@ class Operator:
             detail = "; ".join(result.problems[:3]) or "the items list was empty"
             raise ReplyParseError(f"{self.name} reply has no usable item: {detail}")
         return result
+
+
+_SCHEMAS: dict[tuple[type, int], dict[str, Any]] = {}
+
+
+def schema_for(maker: Any, n: int) -> dict[str, Any]:
+    """`maker.schema(n)` made once per class and count (a schema depends on nothing else)."""
+    key = (type(maker), n)
+    schema = _SCHEMAS.get(key)
+    if schema is None:
+        if len(_SCHEMAS) >= 1024:
+            _SCHEMAS.clear()
+        schema = _SCHEMAS[key] = maker.schema(n)
+    return schema
 
 
 def check_items(data: Any) -> str | None:

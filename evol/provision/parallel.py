@@ -252,6 +252,7 @@ def provision_jsonl(
     workers: int = 2,
     chunk_size: int | None = None,
     start_method: str | None = None,
+    executor: Callable[[Callable, tuple], Any] | None = None,
 ) -> Iterator[bytes]:
     """The whole seed-provision run: the frequency pass, then the records as JSONL (utf-8),
     in blocks of whole lines; in `workers` processes, or in this one for `workers=1`.
@@ -263,6 +264,9 @@ def provision_jsonl(
     `ctx`: the generation options; its `freq` is replaced by the frequencies counted here.
     The other arguments are `provision_records`'s; the text is what it yields, one
     `model_dump_json(exclude_none=True)` line per record, and `report` ends up the same.
+    `executor`, when given, makes the pool instead of local processes: (initializer,
+    initargs) -> an object with `map`, `submit`, `shutdown` and `workers`, as
+    `ProcessPoolExecutor` has (`evol.distributed.ActorPool`: Ray actors); `workers` is then its own.
     """
     report = report if report is not None else SeedReport()
     _, _, sizes = run_plan(generators, group_sizes, single)  # bad arguments raise before any work
@@ -271,8 +275,12 @@ def provision_jsonl(
     options = (seed, per_generator, generators, group_sizes, single)
     if images is not None and images.masks_dir is not None and workers > 1:
         _import_for_masks()  # once here, not in every forked worker on its first image
-    if workers == 1:
-        pool: Any = _InProcess()
+    if executor is not None:
+        pool: Any = executor(_init_worker, (images, options))
+        workers = pool.workers
+        count, generate = _count_chunk, _generate_chunk
+    elif workers == 1:
+        pool = _InProcess()
         state = _state(images, options)
         count: Callable = functools.partial(_count, state)
         generate: Callable = functools.partial(_generate, state)

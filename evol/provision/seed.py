@@ -367,6 +367,7 @@ def write_seeds(
     number_words: bool = False,
     depth_gap: int = 20,
     workers: int = 1,
+    executor: Any = None,
 ) -> ProvisionResult:
     """Write seed records from scene graphs with the programmatic generators (after
     ProVision, arXiv 2412.07012): one record per QA, to `out` (JSONL, written to a temporary
@@ -386,7 +387,8 @@ def write_seeds(
     `number_words`, depth questions only across `depth_gap` (0-255); `group_sizes` (e.g.
     [2, 3, 4]) also groups consecutive images for the multi-image generators; `generators`
     runs only those; `single=False` skips the single-image ones. The same `seed` gives the
-    same files, in any process and for any number of `workers` (processes).
+    same files, in any process and for any number of `workers` (processes). `executor`: the
+    worker pool to use instead of local processes (`provision_jsonl`; Ray actors for `--ray`).
 
     Raises `ValueError` for settings that cannot work (both or neither of annotations/vg,
     an unknown generator, a bad size) and `FileNotFoundError` for missing inputs, before
@@ -427,7 +429,7 @@ def write_seeds(
         with open(tmp, "wb") as f:
             for block in provision_jsonl(source, ctx=ctx, seed=seed, per_generator=per_generator,
                                          generators=generators, group_sizes=group_sizes, single=single,
-                                         report=report, workers=workers):
+                                         report=report, workers=workers, executor=executor):
                 f.write(block)
                 result.records += block.count(b"\n")
         tmp.replace(out_path)

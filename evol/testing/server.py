@@ -36,6 +36,8 @@ every id when ``model_id`` is unset (the server takes any model name) and only
 Requests sent by evol's preflight (header ``X-Evol-Preflight``) are answered like any
 other but without injected faults, and counted apart under ``stats()["preflight"]``, so
 that the counts and the fault sequence a test sees are those of the run itself.
+``stats()["tokens_in"]``/``["tokens_out"]`` sum the usage of every answered request (what
+a provider would bill); ``die_after`` plays a replica that dies mid-run.
 ``stats()["formats"]`` counts the structured-output field each request arrived with
 (json_schema, json_object, format, none), refused ones included; with ``keep_prompts``
 the text of every chat request is kept for `RunningServer.prompts`.
@@ -117,6 +119,8 @@ class ServerConfig:
     model_id: str | None = None  # when set: the one model listed and served; else any name
     no_models: bool = False      # True: no /v1/models at all (404), like some servers
     keep_prompts: bool = False   # keep every chat request's text (RunningServer.prompts)
+    die_after: int | None = None  # a replica that dies: after answering this many chat requests
+                                  # (preflight ones aside) it shuts down, connections and all
 
 
 # ----------------------------------------------------------------- generation
@@ -317,6 +321,7 @@ class _State:
     counts: dict = field(default_factory=lambda: {
         "requests": 0, "ok": 0, "status": {}, "timeouts": 0, "garbled": 0, "by_schema": {}})
     gate: asyncio.Semaphore | None = None  # `capacity` slots, made on the server's loop
+    die: Any = None  # `die_after`: shuts the server down (set by `_start`)
     prompts: list = field(default_factory=list)  # `keep_prompts`: one dict per chat request
 
     def _table(self) -> dict:
@@ -339,6 +344,13 @@ class _State:
             for key in keys:
                 table = counts["status"] if key.isdigit() else counts
                 table[key] = table.get(key, 0) + 1
+
+    def billed(self, tokens_in: int, tokens_out: int) -> None:
+        """The usage of one answered request: "tokens_in", "tokens_out"."""
+        with self.lock:
+            table = self._table()
+            table["tokens_in"] = table.get("tokens_in", 0) + tokens_in
+            table["tokens_out"] = table.get("tokens_out", 0) + tokens_out
 
     def arrived_with(self, fmt: str) -> None:
         """Count the structured-output field a request came with (refused ones included)."""
@@ -547,6 +559,10 @@ async def _answer(state: _State, body: dict, fault: str | None, arrived: float) 
     # a text-only server drops image parts before counting: they cost it nothing
     prompt_tokens = len(text) // 4 + (0 if cfg.profile == "textonly" else TOKENS_PER_IMAGE * images)
     completion_tokens = max(1, len(content) // 4)
+    state.billed(prompt_tokens, completion_tokens)
+    if (cfg.die_after is not None and not _PREFLIGHT.get() and state.die is not None
+            and state.counts["status"].get("200", 0) >= cfg.die_after):
+        state.die()  # this answer still goes out; the ones after it do not
     return web.json_response({
         "id": "chatcmpl-" + hashlib.sha1(content.encode()).hexdigest()[:24],
         "object": "chat.completion",
@@ -593,6 +609,7 @@ async def _start(cfg: ServerConfig, port: int) -> tuple[web.AppRunner, _State, i
     if cfg.profile is not None and cfg.profile not in PROFILES:
         raise ValueError(f"unknown profile {cfg.profile!r} (available: {', '.join(PROFILES)})")
     state = _State(cfg, random.Random(cfg.seed), asyncio.Event())
+    stopping: list = []
     if cfg.capacity is not None:
         if cfg.capacity < 1:
             raise ValueError("capacity must be >= 1")
@@ -608,12 +625,17 @@ async def _start(cfg: ServerConfig, port: int) -> tuple[web.AppRunner, _State, i
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                            shutdown_timeout=1.0)
     await runner.setup()
+    # `die_after`: shut down once, soon after the answer that reached it
+    state.die = lambda: stopping or stopping.append(
+        asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(_shutdown(runner, state))))
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     return runner, state, runner.addresses[0][1]
 
 
 async def _shutdown(runner: web.AppRunner, state: _State) -> None:
+    if state.stopping.is_set():  # once: `die_after` may have come first
+        return
     state.stopping.set()
     await runner.cleanup()
 
