@@ -109,7 +109,9 @@ def write_rows(rows: Iterable[Any], path: Path, image_root: str | None = None) -
         tmp.unlink()
         raise EvolError(f"the rows hold decoded images, which are saved in {out / 'input_images'}: "
                         "leave image_root unset")
-    if path.exists() and _sha256(path) == digest.hexdigest():
+    from evol.io import file_sha256
+
+    if path.exists() and file_sha256(path) == digest.hexdigest():
         tmp.unlink()
     else:
         os.replace(tmp, path)
@@ -141,14 +143,6 @@ def _plain(row: Any, out: Path, index: int) -> tuple[dict, bool]:
     except TypeError as exc:
         raise EvolError(f"input row {index} cannot be written as JSON: {exc}") from None
     return data, saved
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def analyze(inputs: Any, out: str | os.PathLike, **settings: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ Input shapes (detected per entry with fmt="auto"):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -385,6 +386,15 @@ def _first_error(exc: ValidationError, prefix: str) -> _FieldError:
 
 
 # --------------------------------------------------------------------------- writers
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a whole file, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class JsonlWriter:

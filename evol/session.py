@@ -95,11 +95,7 @@ def check_input(path: str) -> None:
 
 def run_evolve(cfg: EvolveConfig, opts: RunOptions, *, progress: bool = True) -> EvolveResult:
     """Evolve `cfg.input` into the run folder `cfg.out` (resuming what is there)."""
-    check_input(cfg.input)
-    try:
-        identity = input_identity(cfg.input)
-    except OSError as exc:
-        raise EvolError(os_problem(exc, "cannot read input")) from None
+    identity = identify_input(cfg)
     choice = settle(cfg)
     from evol.images import ImageStore
 
@@ -107,14 +103,7 @@ def run_evolve(cfg: EvolveConfig, opts: RunOptions, *, progress: bool = True) ->
                         max_pixels=cfg.max_pixels, allow_urls=cfg.allow_image_urls)
     if opts.dry_run:
         return _dry_run(cfg, images)
-    run = RunDir(Path(cfg.out))
-    try:
-        run.create()
-        lock = run.lock()
-    except RunLocked as exc:
-        raise EvolError(str(exc)) from None
-    except OSError as exc:
-        raise EvolError(os_problem(exc, f"cannot use --out {cfg.out} as a run folder:")) from None
+    run, lock = lock_run(cfg)
     with lock, _run_log(run, opts.verbose):
         try:
             check_same_run(run, cfg, identity)
@@ -125,6 +114,27 @@ def run_evolve(cfg: EvolveConfig, opts: RunOptions, *, progress: bool = True) ->
             raise EvolError(os_problem(exc, "cannot write the run folder:")) from None
         with _sigterm_as_interrupt():
             return aio.run(_evolve(cfg, run, images, choice, retry_failed=opts.retry_failed, progress=progress))
+
+
+def identify_input(cfg: EvolveConfig) -> dict:
+    """The input checked (a readable file) and identified for the run guard."""
+    check_input(cfg.input)
+    try:
+        return input_identity(cfg.input)
+    except OSError as exc:
+        raise EvolError(os_problem(exc, "cannot read input")) from None
+
+
+def lock_run(cfg: EvolveConfig):
+    """The run folder, created, and its lock taken (refused with the holder's pid)."""
+    run = RunDir(Path(cfg.out))
+    try:
+        run.create()
+        return run, run.lock()
+    except RunLocked as exc:
+        raise EvolError(str(exc)) from None
+    except OSError as exc:
+        raise EvolError(os_problem(exc, f"cannot use --out {cfg.out} as a run folder:")) from None
 
 
 @contextmanager

@@ -157,6 +157,25 @@ def test_a_judge_on_its_own_server_gets_exactly_the_judge_calls(tmp_path, server
     assert [r["requests"] for r in res.manifest["endpoints"]["evolver"]] == [e["requests"]]
 
 
+def test_a_local_evolver_with_a_judge_over_http(tmp_path, server_factory, tiny_vlm_dir):
+    """The tiny LLaVA evolves on this machine (hf backend) and a server judges: the server
+    gets exactly the judge calls, nothing else."""
+    n = 3
+    seeds = write_llava_seeds(tmp_path, n)
+    judge = server_factory()
+    res = evol.evolve(str(seeds), str(tmp_path / "run"), backend="hf", model=str(tiny_vlm_dir),
+                      image_root=str(seeds.parent / "images"), rounds=1, max_tokens=600, max_string=6, max_items=1,
+                      judge_base_url=[judge.url], judge_model="judge-vlm", progress=False)
+    assert res.exit_code == 0
+    stats = judge.stats()
+    judged = sum(1 for r in read_jsonl(tmp_path / "run" / "records.jsonl") for v in r["versions"]
+                 if any(it.get("verdict") and not it["verdict"].get("rule") for it in v["items"]))
+    assert judged > 0, "with this seed the tiny model's rewrites pass the rules: the judge is asked"
+    assert stats["requests"] == judged and set(stats["by_schema"]) <= {"verdicts"}
+    assert res.manifest["config"]["backend"] == "hf"
+    assert res.manifest["judge"] == {"backend": "openai", "model": "judge-vlm", "servers": [judge.url]}
+
+
 def test_resuming_with_another_judge_model_is_refused(tmp_path, server_factory):
     seeds = write_llava_seeds(tmp_path, 4)
     srv = server_factory()

@@ -37,7 +37,8 @@ from typing import Any, Iterator
 from evol.config import EvolveConfig, RunOptions
 from evol.console import note, quiet, say
 from evol.errors import EvolError
-from evol.rundir import RunDir, RunLocked, finalize, input_identity, merge_shards, reject_entry
+from evol.io import file_sha256
+from evol.rundir import RunDir, finalize, merge_shards, reject_entry
 
 __all__ = ["run_on_ray", "shard_of", "split_input"]
 
@@ -70,18 +71,10 @@ class _Changed:
 
     def close(self) -> None:
         self.f.close()
-        if self.path.exists() and _sha256(self.path) == self.hash.hexdigest():
+        if self.path.exists() and file_sha256(self.path) == self.hash.hexdigest():
             self.tmp.unlink()
         else:
             os.replace(self.tmp, self.path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split_input(cfg: EvolveConfig, dirs: list[RunDir]) -> tuple[list[int], list[tuple[int, dict]]]:
@@ -162,22 +155,11 @@ def run_on_ray(cfg: EvolveConfig, opts: RunOptions, *, progress: bool = True) ->
     """Evolve `cfg.input` into `cfg.out` over Ray (module doc); returns an `EvolveResult`
     whose outputs are those of a one-process run."""
     from evol.distributed import ray_session
-    from evol.session import check_same_run, check_input, os_problem, settle
+    from evol.session import check_same_run, identify_input, lock_run, settle
 
-    check_input(cfg.input)
-    try:
-        identity = input_identity(cfg.input)
-    except OSError as exc:
-        raise EvolError(os_problem(exc, "cannot read input")) from None
+    identity = identify_input(cfg)
     settle(cfg)
-    run = RunDir(Path(cfg.out))
-    try:
-        run.create()
-        lock = run.lock()
-    except RunLocked as exc:
-        raise EvolError(str(exc)) from None
-    except OSError as exc:
-        raise EvolError(os_problem(exc, f"cannot use --out {cfg.out} as a run folder:")) from None
+    run, lock = lock_run(cfg)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic()
     with lock:
         check_same_run(run, cfg, identity, ray=True)
