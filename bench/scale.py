@@ -6,7 +6,8 @@ image, and evolves them for one round (an operator and a judge call per record: 
 requests) with every server given as a --base-url and --concurrency C per server. Prints,
 for K = 1, 2, 4: requests/s beside the ideal K*C/L and their ratio, and the framework's CPU
 per request (this process only; the servers' CPU is not counted). With --ray, each K is
-also run with `--ray local` (shards as Ray tasks on this machine, sharing the endpoints).
+also run over Ray (shards as Ray tasks on this machine, sharing the endpoints), on a Ray
+started once beforehand, as a cluster is before `--ray auto`.
 
     python bench/scale.py --k 1,2,4 --capacity 32 --latency 1 --requests 4000 [--ray]
 """
@@ -82,6 +83,13 @@ def main() -> None:
     ap.add_argument("--ray", action="store_true", help="Also run each K with --ray local.")
     args = ap.parse_args()
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="evol-ray-"))
+    if args.ray:  # a cluster that is already up, as with `ray start --head` and --ray auto: its start is not timed
+        import ray
+
+        t0 = time.perf_counter()
+        ray.init(include_dashboard=False, configure_logging=False)
+        print(f"(Ray started in {time.perf_counter() - t0:.1f} s, not counted below; "
+              f"{int(ray.cluster_resources().get('CPU', 0))} CPUs)")
     print(f"{'K':>2} {'mode':>7} {'requests':>8} {'wall s':>7} {'req/s':>7} {'ideal':>6} {'ratio':>6} "
           f"{'CPU ms/req':>10}  per server")
     for k in (int(x) for x in args.k.split(",")):
