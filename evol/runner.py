@@ -22,7 +22,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from evol.backends.base import Backend, BackendError, Reply, Request, RunStopped, Sampling, TransportError
 from evol.cache import write_failure
@@ -30,7 +30,7 @@ from evol.config import EvolveConfig
 from evol.eliminator.judge import Judge
 from evol.eliminator.rules import check_rules
 from evol.images import ImageError, ImageStore
-from evol.io import JsonlWriter, read_records
+from evol.io import JsonlWriter, ReadResult, read_records
 from evol.operators import OPERATORS, choose_operator, record_rng
 from evol.operators.base import BuildOptions
 from evol.records import Item, Record, Version
@@ -116,6 +116,25 @@ class RunStats:
         return self.items_kept / self.items_evolved if self.items_evolved else None
 
 
+def read_entries(cfg: EvolveConfig) -> Iterator[tuple[str, ReadResult, tuple[str, str, str | None] | None]]:
+    """The input as a run reads it, up to `cfg.limit`: each entry's key, its read result, and
+    for an entry rejected on reading (unreadable, or a repeated id) the reason, stage and
+    record id. A repeated id gets a key of its own (``id@index``), so that a rerun finds that
+    reject done and still runs the first copy if it is not. One process and the Ray driver
+    (`evol.distributed.evolve.split_input`) read the input through here alike."""
+    seen: set[str] = set()
+    for n, res in enumerate(read_records(cfg.input, cfg.input_format)):
+        if cfg.limit is not None and n >= cfg.limit:
+            return
+        if res.error is not None:
+            yield res.key, res, (res.error.reason, res.error.stage, res.error.record_id)
+        elif res.key in seen:
+            yield f"{res.key}@{res.index}", res, ("duplicate record id", "read", res.record.id)
+        else:
+            seen.add(res.key)
+            yield res.key, res, None
+
+
 class Runner:
     """Drives every record of a seed file through its rounds of evolution and judging.
 
@@ -165,31 +184,19 @@ class Runner:
         # does not grow with the input.
         in_flight = asyncio.Semaphore(max(8, 4 * self.cfg.concurrency))
         tasks: set[asyncio.Task] = set()
-        seen: set[str] = set()
         with JsonlWriter(self.run_dir.records) as records, JsonlWriter(self.run_dir.rejects) as rejects:
             self._records, self._rejects = records, rejects
             try:
-                for n, res in enumerate(read_records(self.cfg.input, self.cfg.input_format)):
-                    if self.cfg.limit is not None and n >= self.cfg.limit:
-                        break
+                for key, res, refused in read_entries(self.cfg):
                     if self.stats.stop_cause is not None:
                         break
-                    # A repeated id is rejected under a key of its own, so that a rerun
-                    # finds that reject done and still runs the first copy if it is not.
-                    duplicate = res.error is None and res.key in seen
-                    key = f"{res.key}@{res.index}" if duplicate else res.key
-                    if res.error is None:
-                        seen.add(res.key)
                     if key in self.done:
                         self.stats.skipped_done += 1
                         continue
-                    if res.error is not None:
-                        self._reject_record(res.key, res.error.reason, res.error.stage, res.error.record_id)
+                    if refused is not None:
+                        self._reject_record(key, *refused)
                         continue
                     rec = res.record
-                    if duplicate:
-                        self._reject_record(key, "duplicate record id", "read", rec.id)
-                        continue
                     if not rec.items:
                         self._reject_record(key, _no_items_reason(rec), "read", rec.id)
                         continue

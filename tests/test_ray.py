@@ -222,3 +222,19 @@ def test_a_server_that_is_down_is_said_as_in_one_process(cluster, seeds, tmp_pat
         evol.evolve(seeds, tmp_path / "ray", ray=cluster.address, ray_shards=2, **settings)
     assert str(on_ray.value).startswith("shard 00")
     assert str(one.value) in str(on_ray.value)
+
+
+def test_a_shard_task_asks_for_a_gpu_only_when_its_backend_loads_a_model_on_one():
+    """With --backend vllm (or hf on cuda) Ray must place one shard per GPU; an HTTP backend
+    asks for none. (No GPU here: the engine itself is tested in tests/test_vllm_backend.py.)"""
+    from evol.config import EvolveConfig
+    from evol.distributed.evolve import task_options
+
+    def options(**kw):
+        return task_options(EvolveConfig(input="in.jsonl", out="run", **kw))
+
+    assert options(backend="vllm", model="/models/m")["num_gpus"] == 1
+    assert options(backend="hf", model="/models/m", device="cuda:1")["num_gpus"] == 1
+    assert "num_gpus" not in options(backend="hf", model="/models/m", device="cpu")
+    assert "num_gpus" not in options(backend="openai", model="m", base_url="http://127.0.0.1:1/v1")
+    assert options(backend="openai", model="m")["max_retries"] == 3

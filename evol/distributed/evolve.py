@@ -81,28 +81,17 @@ def split_input(cfg: EvolveConfig, dirs: list[RunDir]) -> tuple[list[int], list[
     """Write each shard's input.jsonl and keys.jsonl; return the records per shard and the
     (index, reject entry) pairs of entries no shard gets (the runner's reading loop, in
     the same order and with the same keys: `evol.runner.Runner.run`)."""
-    from evol.io import read_records
+    from evol.runner import read_entries
 
     inputs = [_Changed(d.root / "input.jsonl") for d in dirs]
     keys = [_Changed(d.root / "keys.jsonl") for d in dirs]
     rejected: list[tuple[int, dict]] = []
-    seen: set[str] = set()
     try:
-        for n, res in enumerate(read_records(cfg.input, cfg.input_format)):
-            if cfg.limit is not None and n >= cfg.limit:
-                break
-            duplicate = res.error is None and res.key in seen
-            if res.error is None:
-                seen.add(res.key)
-            if res.error is not None or duplicate:
-                log.warning("record %s rejected (read): %s", res.key,
-                            res.error.reason if res.error is not None else "duplicate record id")
-            if res.error is not None:
-                rejected.append((res.index, reject_entry(res.key, res.error.reason, res.error.stage,
-                                                         record=res.error.record_id, final=True)))
-            elif duplicate:
-                rejected.append((res.index, reject_entry(f"{res.key}@{res.index}", "duplicate record id", "read",
-                                                         record=res.record.id, final=True)))
+        for key, res, refused in read_entries(cfg):
+            if refused is not None:
+                reason, stage, record_id = refused
+                log.warning("record %s rejected (%s): %s", key, stage, reason)
+                rejected.append((res.index, reject_entry(key, reason, stage, record=record_id, final=True)))
             else:
                 k = shard_of(res.key, len(dirs))
                 inputs[k].write(res.record.model_dump_json(exclude_none=True))
@@ -135,8 +124,12 @@ def _run_shard(cfg_data: dict, opts_data: dict) -> dict:
     return {"status": result.status, "pending": result.pending, "stopped": result.stopped}
 
 
-def _gpu_task(cfg: EvolveConfig) -> bool:
-    return cfg.backend == "vllm" or (cfg.backend == "hf" and str(cfg.device).startswith("cuda"))
+def task_options(cfg: EvolveConfig) -> dict[str, Any]:
+    """What a shard task asks Ray for: a CPU, and one GPU when its backend loads a model on
+    one (vllm, or hf on cuda), so that Ray places one shard and one engine per GPU; three
+    retries when its worker dies (the shard resumes from its journal and cache)."""
+    gpu = cfg.backend == "vllm" or (cfg.backend == "hf" and str(cfg.device).startswith("cuda"))
+    return {"max_retries": 3, "retry_exceptions": False, "num_cpus": 1, **({"num_gpus": 1} if gpu else {})}
 
 
 def _shard_count(run: RunDir, asked: int | None, ray: Any) -> int:
@@ -186,7 +179,7 @@ def _run(ray: Any, cfg: EvolveConfig, opts: RunOptions, run: RunDir, identity: d
         raise EvolError(os_problem(exc, "cannot write the run folder:")) from None
     say(f"ray: {sum(sizes)} records in {sum(1 for s in sizes if s)} shards under {run.root / 'shards'}, "
         f"on a cluster of {ray.cluster_resources().get('CPU', 0):g} CPUs"
-        + (f", {ray.cluster_resources().get('GPU', 0):g} GPUs" if _gpu_task(cfg) else ""))
+        + (f", {ray.cluster_resources().get('GPU', 0):g} GPUs" if "num_gpus" in task_options(cfg) else ""))
     before = [len(d.read_manifest().get("invocations") or []) for d in dirs]
     outcomes = _run_tasks(ray, cfg, opts, dirs, sizes, progress)
     try:
@@ -200,9 +193,7 @@ def _run_tasks(ray: Any, cfg: EvolveConfig, opts: RunOptions, dirs: list[RunDir]
                progress: bool) -> dict:
     """One task per non-empty shard; wait for all. Returns shard -> what the task returned,
     or an "error" entry for a task that failed for good."""
-    gpu = _gpu_task(cfg)
-    task = ray.remote(_run_shard).options(max_retries=3, retry_exceptions=False, num_cpus=1,
-                                          **({"num_gpus": 1} if gpu else {}))
+    task = ray.remote(_run_shard).options(**task_options(cfg))
     shard_opts = RunOptions(retry_failed=opts.retry_failed, verbose=opts.verbose).model_dump()
     refs = {}
     for k, (d, n) in enumerate(zip(dirs, sizes)):
