@@ -36,6 +36,12 @@ def setting(default: Any = ..., help: str = "", *, flag: str | tuple[str, ...] |
     return Field(default, description=help, json_schema_extra={"cli": cli} if cli else None, **limits)
 
 
+def known_backend(v: str | None, what: str) -> str | None:
+    if v is not None and v not in ("openai", "vllm", "hf"):
+        raise ValueError(f"unknown {what} {v!r} (available: openai, vllm, hf)")
+    return v
+
+
 def _comma_list(v: Any) -> Any:
     """Lists may be given as "a,b,c" (a flag, a YAML string) or as a list."""
     if isinstance(v, str):
@@ -69,9 +75,7 @@ class ModelAccess(Settings):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, v: str | None) -> str | None:
-        if v is not None and v not in ("openai", "vllm", "hf"):
-            raise ValueError(f"unknown backend {v!r} (available: openai, vllm, hf)")
-        return v
+        return known_backend(v, "backend")
 
     @field_validator("base_url")
     @classmethod
@@ -185,9 +189,7 @@ class EvolveConfig(ModelAccess):
     @field_validator("judge_backend")
     @classmethod
     def _known_judge_backend(cls, v: str | None) -> str | None:
-        if v is not None and v not in ("openai", "vllm", "hf"):
-            raise ValueError(f"unknown judge backend {v!r} (available: openai, vllm, hf)")
-        return v
+        return known_backend(v, "judge backend")
 
     @field_validator("structured")
     @classmethod
