@@ -139,6 +139,30 @@ def bench_memory(sizes: list[int], processes: int, parse: bool) -> None:
                   f"peak RSS {r['peak_mb']:,.1f} MB, {r['wall_s']:.1f} s ({r['items'] / r['wall_s']:,.0f} items/s)")
 
 
+def bench_long_instructions() -> None:
+    """Cleaning cost of huge instructions full of unclosed tags: with the length cut (what
+    `analyze` does) and without it (the patterns alone, which must grow linearly)."""
+    from evol.analysis import textclean
+
+    units = ("What is in <box> ", "Look at <|box_start|> 1 ", "Find <quad> the ", "Where [1, 2, 3 ")
+    for unit in units:
+        text = unit * (5_000_000 // len(unit))
+        t0 = time.perf_counter()
+        textclean.clean_instruction(text)
+        cut = time.perf_counter() - t0
+        limit, textclean.RAW_LIMIT = textclean.RAW_LIMIT, 10 ** 9
+        try:
+            times = []
+            for n in (100_000, 200_000, 400_000):
+                t0 = time.perf_counter()
+                textclean.clean_instruction(text[:n])
+                times.append(time.perf_counter() - t0)
+        finally:
+            textclean.RAW_LIMIT = limit
+        print(f"{unit.strip()!r:28} 5 MB: {cut:.3f} s; without the cut 100/200/400 KB: "
+              + " / ".join(f"{x:.3f}" for x in times) + " s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instructions", type=int, default=20_000)
@@ -147,7 +171,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
     ap.add_argument("--memory", default="", help="record counts for the memory run, e.g. 20000,200000")
     ap.add_argument("--no-parse", action="store_true", help="memory run without the verb-noun parser")
+    ap.add_argument("--long", action="store_true", help="cleaning time of 5 MB instructions with unclosed tags")
     args = ap.parse_args()
+    if args.long:
+        bench_long_instructions()
+        return
     procs = [int(p) for p in args.processes.split(",")]
     if args.memory:
         print("analysis memory (peak RSS of the whole `analyze` process):")

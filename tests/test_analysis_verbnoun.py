@@ -97,6 +97,22 @@ def test_clean_instruction(raw, cleaned):
     assert clean_instruction(raw) == cleaned
 
 
+def test_cleaning_reads_only_the_start_and_unclosed_tags_eat_nothing():
+    """The length cut comes before any pattern: a 5 MB instruction of unclosed tags is
+    cleaned as its first RAW_LIMIT characters are. A tag pair only spans coordinates (no
+    "<" inside, a bounded run), so an unclosed tag leaves the words after it in place."""
+    from evol.analysis import textclean
+
+    huge = "Describe the cup <box> " * (5_000_000 // 23)
+    assert clean_instruction(huge) == clean_instruction(huge[:textclean.RAW_LIMIT])
+    assert len(clean_instruction(huge)) <= textclean.RAW_LIMIT
+    assert clean_instruction("Where is the cup <box> next to the <box>[0.1, 0.2, 0.3, 0.4]</box> lamp?") == \
+        "Where is the cup <box> next to the lamp?"
+    assert clean_instruction("What is <|box_start|>(10,20),(30,40)<|box_end|> holding?") == "What is holding?"
+    assert clean_instruction("Count the <quad> birds <point> and <quad>(1,2)</quad> trees.") == \
+        "Count the <quad> birds <point> and trees."
+
+
 @pytest.mark.parametrize("text, foreign", [
     ("这张图片里有什么？", True),
     ("Что изображено на картинке?", True),

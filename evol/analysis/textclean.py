@@ -12,7 +12,7 @@ import re
 
 _IMAGE_TOKENS = re.compile(
     r"<\s*/?\s*(?:image|img|video|ImageHere|image_\d+|Img)\s*>|<\|(?:image|vision)[a-z_]*\|>"
-    r"|<img>.*?</img>|\[IMG\]|<\|image_pad\|>",
+    r"|<img>[^<]{0,2048}</img>|\[IMG\]|<\|image_pad\|>",
     re.IGNORECASE,
 )
 # "Image 1: <image>" labels of multi-image prompts go with their token
@@ -20,9 +20,11 @@ _IMAGE_LABELS = re.compile(r"\b(?:image|picture|photo|figure|frame)\s*\d+\s*:\s*
 # grounding markup whose inner text is the object's name: keep the name, drop the tags
 _REF_TAGS = re.compile(r"<\|?/?(?:ref|object_ref_start|object_ref_end|p|/p)\|?>", re.IGNORECASE)
 _NUM = r"-?\d+(?:\.\d+)?"
+# Tag pairs match a bounded run with no "<" inside (coordinates never hold one): an
+# unclosed tag then costs a bounded scan, not one to the end of the text per tag.
 _BOXES = re.compile(
-    r"<\|box_start\|>.*?<\|box_end\|>"                         # Qwen-VL
-    r"|<box>.*?</box>|<quad>.*?</quad>|<point>.*?</point>"      # InternVL / others
+    r"<\|box_start\|>[^<]{0,256}<\|box_end\|>"                 # Qwen-VL
+    r"|<box>[^<]{0,256}</box>|<quad>[^<]{0,256}</quad>|<point>[^<]{0,256}</point>"  # InternVL / others
     r"|<loc_\d+>"                                              # Florence / PaliGemma
     r"|\{<\d+><\d+><\d+><\d+>\}"                               # Kosmos / MiniGPT-v2
     rf"|\[\s*\[?\s*{_NUM}(?:\s*,\s*{_NUM}){{1,7}}\s*\]?\s*\]"   # [x1, y1, x2, y2], [x, y]
@@ -89,14 +91,21 @@ _FOREIGN_FUNCTION_WORDS = frozenset(
 _NON_ENGLISH_ACCENTS = re.compile(r"[àâçéèêëîïôûùüÿñæœßäöåøáíóúãõąćęłńśźżčěřšťůž¿¡]", re.IGNORECASE)
 
 
+# Only the start of an instruction is cleaned and parsed (its request comes first); the
+# cut comes before any pattern, so a 5 MB instruction costs what 20,000 characters cost.
+RAW_LIMIT = 20_000
+
+
 def clean_instruction(text: str) -> str:
     """The instruction without image tokens, boxes, options and answer-format boilerplate.
 
     Keeps the words a person would read as the request. Returns "" for text with nothing
-    left (which the parser reports as an empty instruction).
+    left (which the parser reports as an empty instruction). Reads at most the first
+    `RAW_LIMIT` characters, and every pattern runs in linear time.
     """
     if not text:
         return ""
+    text = text[:RAW_LIMIT]
     text = _IMAGE_LABELS.sub(" ", text)
     text = _IMAGE_TOKENS.sub(" ", text)
     text = _REF_TAGS.sub("", text)
