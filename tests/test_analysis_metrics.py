@@ -88,7 +88,8 @@ def test_metrics_by_hand(tmp_path):
     assert (r0["records"], r0["items"]) == (3, 3)
     assert (r0["empty_instructions"], r0["non_english"], r0["verb_noun_parsed"]) == (1, 1, 1)
     assert r0["top_pair"] == "describe/image" and r0["distinct_pairs"] == 1 and r0["pair_entropy_bits"] == 0
-    assert r0["skills_mean"] == pytest.approx(2 / 3, abs=1e-4)
+    # skills and steps: the mean of the items that have them; none recorded is "no data", not 0
+    assert r0["skills_mean"] == 2 and r0["items_without_skills"] == 2 and r0["steps_mean"] is None
     assert r0["items_without_steps"] == 3 and r0["yes_no_answers"] == 2 and r0["yes_share"] == 0.5
     assert r0["judged"] == 0 and r0["score_mean"] is None and r0["unscored"] == 0
     # round 1: A's rewrite kept with 8; B's round failed
@@ -122,6 +123,7 @@ def test_metrics_by_hand(tmp_path):
     pairs = pd.read_csv(out / "pairs.csv", keep_default_na=False)
     assert {"describe", "count"} <= set(pairs["verb"])
     dists = pd.read_csv(out / "distributions.csv")
+    assert not ((dists.metric.isin(["skills_per_item", "steps_per_item"])) & (dists.value == 0)).any()
     scores = dists[(dists.source == "r1") & (dists.metric == "score")]
     assert sorted(zip(scores["round"], scores["value"])) == [(1, 8.0), (2, 3.0)]
     counts = pd.read_csv(out / "counts.csv", keep_default_na=False)
@@ -232,3 +234,45 @@ def test_memory_does_not_grow_with_the_file(tmp_path):
     print(f"\npeak RSS: 3,000 records {peaks[3_000]:.1f} MB, 30,000 records {peaks[30_000]:.1f} MB "
           f"(file {size_mb:.0f} MB)")
     assert peaks[30_000] - peaks[3_000] < 25, peaks
+
+
+def test_sunburst_rows_cover_every_parsed_item():
+    """sunburst.csv comes from the full counts: top verbs and nouns plus "(other)" on both rings."""
+    from evol.analysis.metrics import OTHER, SUN_NOUNS, SUN_VERBS, GroupStats
+
+    g = GroupStats("s", 0)
+    for v in range(SUN_VERBS + 8):
+        for n in range(SUN_NOUNS + 3):
+            for _ in range(v + n + 1):
+                g.add_parse(f"verb{v}", f"noun{n}", "ok")
+    g.add_parse("verb0", None, "ok")
+    g.add_parse(None, None, "no_verb")
+    rows = g.sunburst_rows()
+    assert sum(r["count"] for r in rows) == sum(g.pairs.values()) == g.summary()["verb_noun_parsed"]
+    verbs = {r["verb"] for r in rows}
+    assert len(verbs) == SUN_VERBS + 1 and OTHER in verbs
+    named = [r for r in rows if r["verb"] == f"verb{SUN_VERBS + 7}"]
+    assert len(named) == SUN_NOUNS + 1 and named[-1]["noun"] == OTHER
+    # the top verb's counts are its full count, not a top-300 cut
+    assert sum(r["count"] for r in named) == sum(c for (v, _), c in g.pairs.items() if v == f"verb{SUN_VERBS + 7}")
+
+
+def test_diversity_on_equal_size_samples():
+    """A big seed file and a small run drawn from the same pairs: the raw distinct count reads as a
+    collapse, the equal-size figures do not; per 1,000 items is given beside them."""
+    from evol.analysis.metrics import GroupStats, equal_size_diversity
+
+    big, small = GroupStats("seeds", 0), GroupStats("run", 1)
+    for i in range(1420):
+        big.add_parse(f"v{i % 40}", f"n{i % 7}", "ok")
+    for i in range(16):
+        small.add_parse(f"v{(i * 37) % 40}", f"n{(i * 37) % 7}", "ok")
+    assert len(big.pairs) == 280 and len(small.pairs) == 16  # raw: 280 against 16
+    b, s = equal_size_diversity([big, small])
+    assert b["equal_sample_size"] == s["equal_sample_size"] == 16
+    assert s["distinct_pairs_at_n"] == 16 and 14 <= b["distinct_pairs_at_n"] <= 16
+    assert abs(b["pair_entropy_bits_at_n"] - s["pair_entropy_bits_at_n"]) < 0.3
+    assert b["distinct_pairs_per_1k"] == round(280 * 1000 / 1420, 2) and s["distinct_pairs_per_1k"] == 1000
+    assert equal_size_diversity([big, small]) == [b, s]  # fixed seed: the same figures every time
+    empty = equal_size_diversity([GroupStats("x", 0)])[0]
+    assert empty["distinct_pairs_at_n"] is None and empty["distinct_pairs_per_1k"] is None

@@ -46,6 +46,10 @@ def test_report_is_standalone(analysis_dir, tmp_path):
     # examples: seed item beside its evolved versions, scores and reasons, escaped
     assert "Describe the image in detail." in page and "answer unsupported" in page
     assert "by rule <code>refusal</code>" in page and "round failed: server error 500" in page
+    # diversity normalised for size beside the raw figures, in the table and the round-by-round panels
+    for title in ("pairs at equal size", "entropy at equal size", "pairs per 1,000 items",
+                  "distinct pairs, equal-size samples", "distinct pairs per 1,000 items"):
+        assert title in page, title
     # bad input shown
     assert "line 2 is not valid JSON" in page and "non-English" in page
 
@@ -130,3 +134,92 @@ def test_charts_are_drawn_in_a_real_browser(analysis_dir, tmp_path):
         non_white, coloured, _ = colour_stats(blank_image, rect)
         assert non_white < 0.01 and coloured < 0.001, \
             f"{chart} without plotly should be blank, got {non_white:.2%} non-white"
+
+
+def _figures(page: str) -> dict[str, dict]:
+    """The plotly figure JSON of each chart div in the page."""
+    figs = {}
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"(chart-[a-z]+)",\s*(\[.*?\]),\s*(\{.*?\}),\s*\{"displaylogo"', page, re.S):
+        figs[m.group(1)] = {"data": json.loads(m.group(2)), "layout": json.loads(m.group(3))}
+    return figs
+
+
+@pytest.fixture(scope="module")
+def three_rounds(tmp_path_factory) -> tuple[Path, dict]:
+    from test_analysis_metrics import write_synthetic
+
+    tmp = tmp_path_factory.mktemp("rounds")
+    data = write_synthetic(tmp / "three.jsonl", 40, rounds=3)
+    result = analyze([str(data)], tmp / "a", labels=["run"])
+    return tmp / "a", result
+
+
+def test_one_sunburst_per_round_adding_up_to_the_items_parsed(three_rounds, tmp_path):
+    folder, result = three_rounds
+    page = write_report(folder, tmp_path / "r.html").read_text(encoding="utf-8")
+    suns = [t for t in _figures(page)["chart-sunburst"]["data"] if t["type"] == "sunburst"]
+    parsed = {r["round"]: r["verb_noun_parsed"] for r in result["summary"]}
+    assert sorted(parsed) == [0, 1, 2, 3] and len(suns) == 4
+    for rnd, trace in zip(sorted(parsed), suns):
+        assert trace["name"] == ("run · seed" if rnd == 0 else f"run · round {rnd}")
+        root = sum(v for v, p in zip(trace["values"], trace["parents"]) if p == "")
+        outer = sum(v for v, p in zip(trace["values"], trace["parents"]) if p != "")
+        assert root == outer == parsed[rnd] > 0
+
+
+def test_a_verb_keeps_its_colour_in_every_panel(analysis_dir, three_rounds, tmp_path):
+    from evol.analysis.charts import verb_color
+
+    colours: dict[str, set] = {}
+    for folder in (analysis_dir, three_rounds[0]):
+        page = write_report(folder, tmp_path / "c.html").read_text(encoding="utf-8")
+        for trace in _figures(page)["chart-sunburst"]["data"]:
+            for i, p, c in zip(trace["ids"], trace["parents"], trace["marker"]["colors"]):
+                verb = p or i
+                if not i.endswith("/(other)"):
+                    colours.setdefault(verb, set()).add(c)
+    assert len(colours) >= 3
+    for verb, cs in colours.items():
+        assert cs == {verb_color(verb)}, (verb, cs)
+
+
+def test_missing_values_say_no_data(tmp_path):
+    """Seeds with no skills, steps or scores recorded: 'no data' in the table and the panels, no zeros."""
+    seeds = make_provision_seeds(tmp_path / "seeds.jsonl")
+    result = analyze([str(seeds)], tmp_path / "a", labels=["seeds"], verbnoun=False)
+    row = result["summary"][0]
+    assert row["skills_mean"] is None and row["steps_mean"] is None and row["items_without_skills"] == 3
+    page_path = write_report(tmp_path / "a", tmp_path / "p.html")
+    page = page_path.read_text(encoding="utf-8")
+    assert page.count("<span class='nodata'>no data</span>") >= 3  # skills, steps, score columns
+    figs = _figures(page)
+    comp = figs["chart-comparison"]
+    titles = {a["text"]: (a["x"], a["y"]) for a in comp["layout"]["annotations"] if a["text"] != "no data"}
+    assert titles["skills per item"] and titles["steps per item"]
+    nodata = [a for a in comp["layout"]["annotations"] if a["text"] == "no data"]
+    assert len(nodata) >= 4  # skills, steps, score, improved
+    for trace in comp["data"]:
+        assert None not in trace["y"]
+    assert "chart-sunburst" not in figs and "<p class='note nodata'>no data</p>" in page  # nothing parsed
+    if CHROMIUM is not None:  # the note is really drawn inside the panel
+        dom = _chromium(["--dump-dom", page_path.resolve().as_uri()], tmp_path / "dom")
+        assert dom.returncode == 0
+        chart = dom.stdout[dom.stdout.index('id="chart-comparison"'):dom.stdout.index('id="chart-distributions"')] \
+            if 'id="chart-distributions"' in dom.stdout else dom.stdout[dom.stdout.index('id="chart-comparison"'):]
+        assert chart.count(">no data<") >= 4
+
+
+def test_score_density_curves_per_round_and_zero_based_axes(three_rounds, tmp_path):
+    folder, _ = three_rounds
+    figs = _figures(write_report(folder, tmp_path / "d.html").read_text(encoding="utf-8"))
+    dist = figs["chart-distributions"]
+    curves = [t for t in dist["data"] if t.get("name", "").endswith(" score")]
+    assert [t["name"] for t in curves] == [f"run · round {r} score" for r in (1, 2, 3)]
+    assert all(t["type"] == "scatter" and t["mode"] == "lines" for t in curves)
+    assert len({t["line"]["color"] for t in curves}) == 3  # distinct colours, not shades of one
+    for t in curves:  # a density: integrates to about 1 over 0..10
+        area = sum(t["y"]) * 0.1
+        assert 0.8 < area < 1.1, area
+    comp = figs["chart-comparison"]["layout"]
+    yaxes = [k for k in comp if k.startswith("yaxis")]
+    assert len(yaxes) >= 11 and all(comp[k].get("rangemode") == "tozero" for k in yaxes)

@@ -10,8 +10,7 @@ from typing import Any
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
            "#bcbd22", "#7f7f7f"]
-TOP_VERBS, NOUNS_PER_VERB = 12, 6
-MAX_SUNBURSTS = 6
+MAX_SUNBURSTS = 16
 
 
 def _group_label(source: str, rnd: int) -> str:
@@ -30,66 +29,85 @@ def _groups(df: Any) -> list[tuple[str, int]]:
     return list(seen)
 
 
-def sunburst_figure(pairs: Any) -> Any:
-    """One verb -> noun sunburst per source for its seed round and its last round."""
+VERB_PALETTE = PALETTE + ["#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2",
+                          "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+OTHER = "(other)"
+OTHER_COLOR = "#c7c7c7"
+
+
+def verb_color(verb: str) -> str:
+    """The verb's colour in every panel: a stable hash of the word into the palette."""
+    import zlib
+
+    if verb == OTHER:
+        return OTHER_COLOR
+    return VERB_PALETTE[zlib.crc32(verb.encode("utf-8")) % len(VERB_PALETTE)]
+
+
+def sunburst_figure(sun: Any) -> Any:
+    """One verb -> noun sunburst per (source, round): seed, round 1, 2, 3 ...
+
+    `sun` is sunburst.csv: counts from every parsed item, with "(other)" wedges, so each
+    sunburst's total is the number of items parsed in that round."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    if pairs.empty:
+    if sun.empty:
         return None
-    groups = _groups(pairs)
-    by_source: dict[str, list[int]] = {}
-    for s, r in groups:
-        by_source.setdefault(s, []).append(r)
-    shown = []
-    for s, rounds in by_source.items():
-        shown.append((s, rounds[0]))
-        if len(rounds) > 1:
-            shown.append((s, rounds[-1]))
-    shown = shown[:MAX_SUNBURSTS]
-    cols = min(3, len(shown))
+    shown = _groups(sun)[:MAX_SUNBURSTS]
+    cols = min(4, len(shown))
     rows = (len(shown) + cols - 1) // cols
+    titles = []
+    for s, r in shown:
+        total = int(sun[(sun["source"].astype(str) == s) & (sun["round"] == r)]["count"].sum())
+        titles.append(f"{_group_label(s, r)} ({total:,} items)")
     fig = make_subplots(rows=rows, cols=cols, specs=[[{"type": "domain"}] * cols for _ in range(rows)],
-                        subplot_titles=[_group_label(s, r) for s, r in shown])
+                        subplot_titles=titles)
     for i, (s, r) in enumerate(shown):
-        sub = pairs[(pairs["source"].astype(str) == s) & (pairs["round"] == r)]
-        ids, labels, parents, values = _sunburst_nodes(sub)
+        sub = sun[(sun["source"].astype(str) == s) & (sun["round"] == r)]
+        ids, labels, parents, values, colors = _sunburst_nodes(sub)
         fig.add_trace(go.Sunburst(ids=ids, labels=labels, parents=parents, values=values,
                                   branchvalues="total", insidetextorientation="radial", maxdepth=2,
+                                  marker=dict(colors=colors), name=_group_label(s, r),
                                   hovertemplate="%{id}: %{value} items<extra></extra>"),
                       row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(height=430 * rows, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(height=max(430, (1240 // cols + 40) * rows), margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
-def _sunburst_nodes(sub: Any) -> tuple[list[str], list[str], list[str], list[int]]:
-    verbs = sub.groupby("verb")["count"].sum().sort_values(ascending=False)
-    ids, labels, parents, values = [], [], [], []
-    for verb in verbs.index[:TOP_VERBS]:
-        rows = sub[sub["verb"] == verb].sort_values("count", ascending=False)
-        total = int(verbs[verb])
+def _sunburst_nodes(sub: Any) -> tuple[list[str], list[str], list[str], list[int], list[str]]:
+    verbs: dict[str, int] = {}
+    for verb, count in zip(sub["verb"].astype(str), sub["count"]):
+        verbs[verb] = verbs.get(verb, 0) + int(count)
+    ids, labels, parents, values, colors = [], [], [], [], []
+    for verb, total in verbs.items():
         ids.append(verb)
         labels.append(verb)
         parents.append("")
         values.append(total)
-        shown = 0
-        for noun, count in zip(rows["noun"][:NOUNS_PER_VERB], rows["count"][:NOUNS_PER_VERB]):
+        colors.append(verb_color(verb))
+        rows = sub[sub["verb"].astype(str) == verb]
+        for noun, count in zip(rows["noun"], rows["count"]):
             name = noun if isinstance(noun, str) and noun else "(none)"
             ids.append(f"{verb}/{name}")
             labels.append(name)
             parents.append(verb)
             values.append(int(count))
-            shown += int(count)
-        if total > shown:
-            ids.append(f"{verb}/(other)")
-            labels.append("(other)")
-            parents.append(verb)
-            values.append(total - shown)
-    return ids, labels, parents, values
+            colors.append(OTHER_COLOR if name == OTHER else verb_color(verb))
+    return ids, labels, parents, values, colors
+
+
+def _no_data(fig: Any, row: int, col: int) -> None:
+    """Write "no data" in a panel that has nothing to draw (never an empty or zero panel)."""
+    fig.add_annotation(text="no data", x=0.5, y=0.5, xref="x domain", yref="y domain", showarrow=False,
+                       font=dict(size=16, color="#888"), row=row, col=col)
 
 
 COMPARISON = [
     ("distinct_pairs", "distinct verb-noun pairs"), ("pair_entropy_bits", "pair entropy (bits)"),
+    ("distinct_pairs_at_n", "distinct pairs, equal-size samples"),
+    ("pair_entropy_bits_at_n", "pair entropy, equal-size samples"),
+    ("distinct_pairs_per_1k", "distinct pairs per 1,000 items"),
     ("skills_mean", "skills per item"), ("steps_mean", "steps per item"),
     ("score_mean", "mean judge score"), ("improved_ratio", "improved ratio"),
     ("question_words_mean", "question words"), ("rare_object_share", "rare object share"),
@@ -104,19 +122,25 @@ def comparison_figure(summary: Any) -> Any:
         return None
     sources = list(dict.fromkeys(summary["source"].astype(str)))
     colors = _source_colors(sources)
-    fig = make_subplots(rows=2, cols=4, subplot_titles=[t for _, t in COMPARISON],
-                        horizontal_spacing=0.06, vertical_spacing=0.16)
+    fig = make_subplots(rows=3, cols=4, subplot_titles=[t for _, t in COMPARISON],
+                        horizontal_spacing=0.06, vertical_spacing=0.12)
     for i, (col, _) in enumerate(COMPARISON):
+        drawn = False
         for s in sources:
             sub = summary[summary["source"].astype(str) == s].sort_values("round")
             if col not in sub or sub[col].isna().all():
                 continue
+            sub = sub[sub[col].notna()]  # a missing value is left out, never drawn as zero
+            drawn = True
             fig.add_trace(go.Scatter(x=sub["round"], y=sub[col], mode="lines+markers", name=s,
                                      legendgroup=s, showlegend=i == 0,
                                      line=dict(color=colors[s], width=3), marker=dict(size=9)),
                           row=i // 4 + 1, col=i % 4 + 1)
+        if not drawn:
+            _no_data(fig, i // 4 + 1, i % 4 + 1)
     fig.update_xaxes(dtick=1, title_text="round", title_standoff=2)
-    fig.update_layout(height=560, margin=dict(l=40, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.12))
+    fig.update_yaxes(rangemode="tozero")  # levels are compared: every axis starts at zero
+    fig.update_layout(height=780, margin=dict(l=40, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.08))
     return fig
 
 
@@ -138,13 +162,22 @@ def distribution_figure(dists: Any) -> Any:
         return None
     groups = _groups(dists)
     colors = _source_colors(list(dict.fromkeys(s for s, _ in groups)))
+    group_colors = {g: PALETTE[k % len(PALETTE)] for k, g in enumerate(groups)}
     fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in DISTRIBUTIONS],
                         horizontal_spacing=0.08, vertical_spacing=0.16)
     for i, (metric, _) in enumerate(DISTRIBUTIONS):
         sub = dists[dists["metric"] == metric]
+        if sub.empty:
+            _no_data(fig, i // 2 + 1, i % 2 + 1)
         for s, r in groups:
             g = sub[(sub["source"].astype(str) == s) & (sub["round"] == r)]
             if g.empty:
+                continue
+            if metric == "score":  # a density curve per round, each round its own colour
+                xs, ys = _density(list(g["value"]), list(g["count"]))
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{_group_label(s, r)} score",
+                                         legendgroup=f"{s}/{r}/score", line=dict(color=group_colors[(s, r)], width=3)),
+                              row=i // 2 + 1, col=i % 2 + 1)
                 continue
             binned = g.assign(bin=[_bin(metric, v) for v in g["value"]]).groupby("bin")["count"].sum()
             share = binned / binned.sum()
@@ -154,8 +187,22 @@ def distribution_figure(dists: Any) -> Any:
                           row=i // 2 + 1, col=i % 2 + 1)
     fig.update_layout(barmode="group", height=620, margin=dict(l=40, r=10, t=50, b=40),
                       legend=dict(orientation="h", y=-0.1))
-    fig.update_yaxes(tickformat=".0%")
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    fig.update_yaxes(tickformat=".2f", title_text="density", row=1, col=1)
+    fig.update_xaxes(range=[0, 10], row=1, col=1)
     return fig
+
+
+def _density(values: list[float], counts: list[int], bandwidth: float = 0.6) -> tuple[list[float], list[float]]:
+    """A Gaussian kernel density of judge scores on 0..10 (from the score counts, not items)."""
+    import math
+
+    total = sum(counts) or 1
+    xs = [k / 10 for k in range(101)]
+    norm = 1 / (bandwidth * math.sqrt(2 * math.pi) * total)
+    ys = [norm * sum(c * math.exp(-0.5 * ((x - float(v)) / bandwidth) ** 2) for v, c in zip(values, counts))
+          for x in xs]
+    return xs, ys
 
 
 MIX_KINDS = [("operator", "operator"), ("format", "task form"), ("generator", "generator")]

@@ -20,6 +20,8 @@ from evol.records import Item, Record
 
 NO_NOUN = ""  # how a missing noun is stored in pair keys and tables
 TOP_PAIRS = 300  # pairs kept per group in pairs.csv (the distinct count covers all)
+SUN_VERBS, SUN_NOUNS = 12, 6  # verbs, and nouns per verb, named in sunburst.csv (the rest go to "(other)")
+OTHER = "(other)"  # the wedge for every verb / noun not named
 TOP_LABELS = 300  # objects / skills kept per group in counts.csv
 ERROR_EXAMPLES = 20  # read errors quoted per source
 LABEL_CHARS = 60  # longer object / skill / format labels are cut (they are free text from a model)
@@ -46,6 +48,8 @@ class GroupStats:
     skills_per_item: Counter = field(default_factory=Counter)
     skills: Counter = field(default_factory=Counter)
     steps_per_item: Counter = field(default_factory=Counter)
+    items_without_skills: int = 0
+    items_without_steps: int = 0
     formats: Counter = field(default_factory=Counter)
     operators: Counter = field(default_factory=Counter)
     generators: Counter = field(default_factory=Counter)
@@ -65,9 +69,16 @@ class GroupStats:
 
     def add_item(self, item: Item, record: Record, operator: str | None) -> None:
         self.items += 1
-        self.skills_per_item[len(item.skills)] += 1
+        # an item without skills / steps has none recorded: "no data", never a zero in the means
+        if item.skills:
+            self.skills_per_item[len(item.skills)] += 1
+        else:
+            self.items_without_skills += 1
         self.skills.update(s.strip().lower()[:LABEL_CHARS] for s in item.skills if s and s.strip())
-        self.steps_per_item[len(item.steps)] += 1
+        if item.steps:
+            self.steps_per_item[len(item.steps)] += 1
+        else:
+            self.items_without_steps += 1
         self.formats[(item.format or "unspecified").strip().lower()[:LABEL_CHARS]] += 1
         if operator is not None:
             self.operators[operator] += 1
@@ -131,10 +142,11 @@ class GroupStats:
             "empty_instructions": self.vn_status.get("empty", 0),
             "non_english": self.vn_status.get("non_english", 0),
             "no_verb": self.vn_status.get("no_verb", 0) + self.vn_status.get("parse_error", 0),
-            "skills_mean": _mean(self.skills_per_item),
+            "skills_mean": _mean(self.skills_per_item),  # over items with skills recorded; None: no data
+            "items_without_skills": self.items_without_skills,
             "distinct_skills": len(self.skills),
-            "steps_mean": _mean(self.steps_per_item),
-            "items_without_steps": self.steps_per_item.get(0, 0),
+            "steps_mean": _mean(self.steps_per_item),  # over items with steps recorded; None: no data
+            "items_without_steps": self.items_without_steps,
             "judged": self.judged,
             "score_mean": _mean(self.scores),
             "score_median": _quantile(self.scores, 0.5),
@@ -164,6 +176,28 @@ class GroupStats:
                  "share": round(c / parsed, 6)}
                 for (v, n), c in self.pairs.most_common(TOP_PAIRS)]
 
+    def sunburst_rows(self) -> list[dict[str, Any]]:
+        """Verb -> noun rings from the full pair counts: the top verbs, the top nouns of each,
+        and an "(other)" wedge on both rings, so the counts add up to every parsed item."""
+        verbs: Counter = Counter()
+        nouns: dict[str, Counter] = {}
+        for (v, n), c in self.pairs.items():
+            verbs[v] += c
+            nouns.setdefault(v, Counter())[n] += c
+        rows = []
+        top = verbs.most_common(SUN_VERBS)
+        for verb, total in top:
+            shown = 0
+            for noun, c in nouns[verb].most_common(SUN_NOUNS):
+                rows.append((verb, noun, c))
+                shown += c
+            if total > shown:
+                rows.append((verb, OTHER, total - shown))
+        rest = sum(verbs.values()) - sum(c for _, c in top)
+        if rest > 0:
+            rows.append((OTHER, OTHER, rest))
+        return [{"source": self.source, "round": self.round, "verb": v, "noun": n, "count": c} for v, n, c in rows]
+
     def distribution_rows(self) -> list[dict[str, Any]]:
         rows = []
         for metric, counter in (("skills_per_item", self.skills_per_item), ("steps_per_item", self.steps_per_item),
@@ -182,6 +216,38 @@ class GroupStats:
             rows += [{"source": self.source, "round": self.round, "kind": kind, "name": name, "count": c}
                      for name, c in counter.most_common(limit)]
         return rows
+
+
+def equal_size_diversity(groups: list[GroupStats], seed: int = 0, draws: int = 5) -> list[dict[str, Any]]:
+    """Diversity normalised for size, one dict per group (same order).
+
+    Distinct pairs and pair entropy are measured on samples of equal size: the smallest
+    group's number of parsed items, drawn without replacement from each group's full pair
+    counts (seeded, mean of `draws` draws), so a large seed file and a small run compare
+    fairly. Also distinct pairs per 1,000 parsed items."""
+    import numpy as np
+
+    sizes = [sum(g.pairs.values()) for g in groups]
+    n = min((x for x in sizes if x > 0), default=0)
+    rng = np.random.default_rng(seed)
+    out = []
+    for g, size in zip(groups, sizes):
+        row: dict[str, Any] = {"equal_sample_size": n or None, "distinct_pairs_at_n": None,
+                               "pair_entropy_bits_at_n": None,
+                               "distinct_pairs_per_1k": round(len(g.pairs) * 1000 / size, 2) if size else None}
+        if size and n:
+            counts = np.fromiter(g.pairs.values(), dtype=np.int64, count=len(g.pairs))
+            distinct, ent = [], []
+            for _ in range(draws if size > n else 1):
+                sample = counts if size == n else rng.multivariate_hypergeometric(counts, n)
+                sample = sample[sample > 0]
+                distinct.append(len(sample))
+                p = sample / n
+                ent.append(float(-(p * np.log2(p)).sum()))
+            row["distinct_pairs_at_n"] = round(sum(distinct) / len(distinct), 2)
+            row["pair_entropy_bits_at_n"] = round(sum(ent) / len(ent), 4)
+        out.append(row)
+    return out
 
 
 @dataclass

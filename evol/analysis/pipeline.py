@@ -6,6 +6,7 @@ Files written to the output folder:
 |---|---|
 | `summary.csv` / `summary.json` | one row per (source, round): every scalar metric |
 | `pairs.csv` | top verb-noun pairs per (source, round), with counts and shares |
+| `sunburst.csv` | per (source, round): top verbs and nouns from the full counts, plus "(other)" wedges |
 | `distributions.csv` | skills and steps per item, judge scores, question and answer lengths |
 | `counts.csv` | operators, task forms, generators, skills, objects, parse statuses |
 | `sources.json` / `sources.csv` | per input: records read, read errors (quoted), rejects |
@@ -23,13 +24,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from evol import __version__
-from evol.analysis.metrics import ExampleSampler, GroupStats, SourceStats
+from evol.analysis.metrics import ExampleSampler, GroupStats, SourceStats, equal_size_diversity
 from evol.io import read_jsonl_tolerant, read_records
 from evol.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FILES = ("summary.csv", "summary.json", "pairs.csv", "distributions.csv", "counts.csv",
+OUTPUT_FILES = ("summary.csv", "summary.json", "pairs.csv", "sunburst.csv", "distributions.csv", "counts.csv",
                 "sources.json", "sources.csv", "examples.json", "analysis.json")
 
 
@@ -111,7 +112,7 @@ def analyze(
     wall = time.perf_counter() - t0
 
     ordered = sorted(groups.values(), key=lambda g: ([s.label for s in sources].index(g.source), g.round))
-    summary = pd.DataFrame([g.summary() for g in ordered])
+    summary = pd.DataFrame([{**g.summary(), **eq} for g, eq in zip(ordered, equal_size_diversity(ordered))])
     if not summary.empty:
         first = summary.groupby("source")[["distinct_pairs", "pair_entropy_bits"]].transform("first")
         summary["distinct_pairs_vs_round0"] = summary["distinct_pairs"] - first["distinct_pairs"]
@@ -119,6 +120,8 @@ def analyze(
     _table(summary, out / "summary.csv")
     _table(pd.DataFrame([r for g in ordered for r in g.pair_rows()],
                         columns=["source", "round", "verb", "noun", "count", "share"]), out / "pairs.csv")
+    _table(pd.DataFrame([r for g in ordered for r in g.sunburst_rows()],
+                        columns=["source", "round", "verb", "noun", "count"]), out / "sunburst.csv")
     _table(pd.DataFrame([r for g in ordered for r in g.distribution_rows()],
                         columns=["source", "round", "metric", "value", "count"]), out / "distributions.csv")
     _table(pd.DataFrame([r for g in ordered for r in g.count_rows()],

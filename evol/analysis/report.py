@@ -35,7 +35,7 @@ th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 .ex{border:1px solid #ddd;border-radius:6px;margin:10px 0;padding:8px}
 .ex table{width:100%;table-layout:fixed} .ex td{font-size:12px;word-wrap:break-word}
 .kept{color:#1a7f37;font-weight:600} .dropped{color:#b42318;font-weight:600}
-.bad{color:#b42318} code{background:#f4f4f4;padding:0 3px}
+.nodata{color:#888;font-style:italic} .bad{color:#b42318} code{background:#f4f4f4;padding:0 3px}
 """
 
 # After load, each chart's page position goes into a data-rect attribute ("x,y,width,height"
@@ -47,6 +47,8 @@ r.top+window.scrollY,r.width,r.height].map(Math.round).join(','));});});"""
 _SUMMARY_COLUMNS = [
     ("source", "source"), ("round", "round"), ("records", "records"), ("items", "items"),
     ("distinct_pairs", "verb-noun pairs"), ("pair_entropy_bits", "pair entropy (bits)"),
+    ("distinct_pairs_at_n", "pairs at equal size"), ("pair_entropy_bits_at_n", "entropy at equal size"),
+    ("equal_sample_size", "equal size (items)"), ("distinct_pairs_per_1k", "pairs per 1,000 items"),
     ("distinct_verbs", "verbs"), ("distinct_nouns", "nouns"), ("top_pair", "top pair"),
     ("skills_mean", "skills / item"), ("steps_mean", "steps / item"), ("score_mean", "mean score"),
     ("improved_ratio", "improved"), ("question_words_mean", "question words"),
@@ -55,7 +57,7 @@ _SUMMARY_COLUMNS = [
 ]
 _BAD_COLUMNS = [
     ("empty_instructions", "empty instructions"), ("non_english", "non-English"), ("no_verb", "no verb found"),
-    ("items_without_steps", "items without steps"), ("unscored", "evolved items without score"),
+    ("items_without_skills", "items without skills"), ("items_without_steps", "items without steps"), ("unscored", "evolved items without score"),
     ("rule_rejected", "rejected by rules"), ("failed_versions", "failed rounds"),
 ]
 
@@ -71,7 +73,7 @@ def write_report(analysis_dir: str | Path, out_html: str | Path | None = None) -
         raise FileNotFoundError(f"{folder} has no analysis.json: run `evol analyze ... --out {folder}` first")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     summary = pd.DataFrame(meta.get("summary") or [])
-    pairs = _csv(folder / "pairs.csv", ["source", "round", "verb", "noun", "count", "share"])
+    sun = _csv(folder / "sunburst.csv", ["source", "round", "verb", "noun", "count"])
     dists = _csv(folder / "distributions.csv", ["source", "round", "metric", "value", "count"])
     counts = _csv(folder / "counts.csv", ["source", "round", "kind", "name", "count"])
     sources = _json(folder / "sources.json", [])
@@ -79,9 +81,11 @@ def write_report(analysis_dir: str | Path, out_html: str | Path | None = None) -
 
     figures = [
         ("sunburst", "What the instructions ask: verb-noun pairs",
-         "Inner ring: the main verb; outer ring: its object noun ('(none)' when the object is a "
-         "question word or pronoun). Top verbs and nouns only; the table above counts all.",
-         sunburst_figure(pairs)),
+         "One sunburst per input and round (seed, round 1, 2, 3 ...), counted over every item with a "
+         "verb. Inner ring: the main verb; outer ring: its object noun ('(none)' when the object is a "
+         "question word or pronoun); '(other)' gathers the verbs and nouns not named, so each sunburst "
+         "adds up to the items parsed. A verb keeps its colour in every panel.",
+         sunburst_figure(sun)),
         ("comparison", "Round by round", "Each line is one input; round 0 is the seed items.",
          comparison_figure(summary)),
         ("distributions", "Distributions", "Share of items per value, one bar series per input and round.",
@@ -96,7 +100,7 @@ def write_report(analysis_dir: str | Path, out_html: str | Path | None = None) -
     for key, title, note, fig in figures:
         parts.append(f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(note)}</p>")
         if fig is None:
-            parts.append("<p class='note'>No data for this chart.</p>")
+            parts.append("<p class='note nodata'>no data</p>")
             continue
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{key}",
                                  config={"displaylogo": False, "responsive": True},
@@ -134,7 +138,7 @@ def _json(path: Path, default: Any) -> Any:
 
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):
-        return "–"
+        return "<span class='nodata'>no data</span>"
     if isinstance(value, float):
         return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
