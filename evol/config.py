@@ -36,6 +36,17 @@ def setting(default: Any = ..., help: str = "", *, flag: str | tuple[str, ...] |
     return Field(default, description=help, json_schema_extra={"cli": cli} if cli else None, **limits)
 
 
+def no_credentials(v: Any, prefix: str = "") -> Any:
+    """Server URLs (one, or a list of endpoints) must hold no key or password; the refusal
+    names the flags to use instead (`prefix` "judge-" for the judge's)."""
+    for url in ([e.url for e in v] if isinstance(v, list) else [v]):
+        problem = url_credentials_problem(url)
+        if problem:
+            raise ValueError(problem.replace("--base-url", f"--{prefix}base-url").replace(
+                "--api-key-env", f"--{prefix}api-key-env"))
+    return v
+
+
 def known_backend(v: str | None, what: str) -> str | None:
     if v is not None and v not in ("openai", "vllm", "hf"):
         raise ValueError(f"unknown {what} {v!r} (available: openai, vllm, hf)")
@@ -80,11 +91,7 @@ class ModelAccess(Settings):
     @field_validator("base_url")
     @classmethod
     def _no_credentials(cls, v: Any) -> Any:
-        for url in ([e.url for e in v] if isinstance(v, list) else [v]):
-            problem = url_credentials_problem(url)
-            if problem:
-                raise ValueError(problem)
-        return v
+        return no_credentials(v)
 
 
 class Endpoint(BaseModel):
@@ -179,12 +186,7 @@ class EvolveConfig(ModelAccess):
     @field_validator("judge_base_url")
     @classmethod
     def _judge_no_credentials(cls, v: Any) -> Any:
-        for e in v or []:
-            problem = url_credentials_problem(e.url)
-            if problem:
-                raise ValueError(problem.replace("--base-url", "--judge-base-url").replace(
-                    "--api-key-env", "--judge-api-key-env"))
-        return v
+        return no_credentials(v, "judge-")
 
     @field_validator("judge_backend")
     @classmethod

@@ -478,3 +478,19 @@ async def test_missing_image_is_a_backend_error_without_a_call(server, make):
     finally:
         await backend.aclose()
     assert server.stats()["requests"] == before and backend.stats.sent.requests == 0
+
+
+def test_the_environment_proxy_is_settled_once_per_server(monkeypatch):
+    """Chat calls go over aiohttp without trust_env (it looked the proxy up on every
+    request): the proxy the environment names is found once per server, NO_PROXY honoured."""
+    from evol.backends.openai import _proxy_for
+
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "all_proxy",
+                 "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert _proxy_for("http://gpu1:8000/v1/chat/completions") is None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert _proxy_for("http://gpu1:8000/v1/chat/completions") == "http://proxy.internal:3128"
+    assert _proxy_for("http://127.0.0.1:8000/v1/chat/completions") is None
+    assert _proxy_for("https://api.example.com/v1/chat/completions") is None  # no HTTPS_PROXY set

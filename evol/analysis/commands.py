@@ -1,25 +1,9 @@
-"""What `evol analyze` and `evol report` do, apart from flag parsing (kept in evol/cli.py)."""
+"""The lines `evol analyze` prints from an analysis result (`evol.analyze`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-from evol.analysis.pipeline import AnalysisError, analyze
-
-
-def analyze_command(inputs: list[str], out: str, labels: list[str] | None, *, parser: str, processes: int,
-                    kept_only: bool, examples: int, batch_size: int = 256) -> list[str]:
-    """Run the analysis; return the lines to print. Raises AnalysisError for unusable inputs."""
-    if parser not in ("spacy", "benepar", "none"):
-        raise AnalysisError(f"unknown parser {parser!r}: use spacy, benepar or none")
-    try:
-        result = analyze(inputs, out, labels or None, backend=parser if parser != "none" else "spacy",
-                         verbnoun=parser != "none", n_process=processes, kept_only=kept_only,
-                         examples=examples, batch_size=batch_size)
-    except RuntimeError as exc:  # benepar missing, or its model
-        raise AnalysisError(str(exc)) from None
-    return summary_lines(result, out)
 
 
 def summary_lines(result: dict[str, Any], out: str | Path) -> list[str]:
@@ -41,9 +25,3 @@ def summary_lines(result: dict[str, Any], out: str | Path) -> list[str]:
                          f"{src['records_without_items']:,} records without items (listed in the report)")
     lines.append(f"next: evol report {out}")
     return lines
-
-
-def report_command(analysis_dir: str, out: str | None) -> Path:
-    from evol.analysis.report import write_report
-
-    return write_report(analysis_dir, out)
