@@ -149,8 +149,9 @@ def analyze(inputs: Any, out: str | os.PathLike, **settings: Any) -> dict[str, A
     """Diversity and quality tables per input and per round, for `report`.
 
     Counts verb-noun pairs (the verb closest to the root and its direct-object noun, as
-    MMEvol measures instruction diversity), skills, reasoning steps, judge scores and the
-    object long tail, per input and per evolution round.
+    MMEvol measures instruction diversity; `verb_reading="task"` names questions whose
+    main verb is "be" by their task instead, which the paper does not), skills, reasoning
+    steps, judge scores and the object long tail, per input and per evolution round.
 
     Args:
         inputs: run folders or record files, or records in memory (an iterable of dicts,
@@ -178,12 +179,13 @@ def analyze(inputs: Any, out: str | os.PathLike, **settings: Any) -> dict[str, A
     if cfg.ray and cfg.parser != "none":  # parsing on Ray actors: evol.distributed.RayParser
         from evol.distributed import ray_parser
 
-        ray = ray_parser(cfg.ray, cfg.parser, cfg.processes)
+        ray = ray_parser(cfg.ray, cfg.parser, cfg.processes, reading=cfg.verb_reading)
     try:
         with ray as parser:
             return run_analysis(cfg.inputs, cfg.out, cfg.labels or None, backend="spacy" if cfg.parser == "none"
                                 else cfg.parser, verbnoun=cfg.parser != "none", n_process=cfg.processes,
-                                kept_only=cfg.kept_only, examples=cfg.examples, parser=parser)
+                                kept_only=cfg.kept_only, examples=cfg.examples, parser=parser,
+                                reading=cfg.verb_reading)
     except (AnalysisError, FileNotFoundError, RuntimeError) as exc:  # RuntimeError: benepar or its model missing
         raise EvolError(str(exc)) from None
 

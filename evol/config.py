@@ -325,6 +325,9 @@ class AnalyzeConfig(Settings):
     processes: int = setting(1, "Parser worker processes", ge=1)
     kept_only: bool = setting(False, "Count only the evolved items the judge kept", flag="--kept-only")
     examples: int = setting(6, "Example records per input shown in the report", ge=0)
+    verb_reading: str = setting("paper", "Verb-noun reading: paper (MMEvol's definition, a main verb 'be' stays "
+                                "'be') or task (questions with 'be' named by their task: identify, count, "
+                                "locate...; not comparable with the paper)")
     ray: str | None = setting(None, "Parse on Ray actors: local, auto or ray://host:port (--processes actors, "
                               "default one per CPU of the cluster); the tables are the same", show="no Ray")
 
@@ -333,6 +336,15 @@ class AnalyzeConfig(Settings):
     def _known_parser(cls, v: str) -> str:
         if v not in ("spacy", "benepar", "none"):
             raise ValueError(f"unknown parser {v!r}: use spacy, benepar or none")
+        return v
+
+    @field_validator("verb_reading")
+    @classmethod
+    def _known_reading(cls, v: str) -> str:
+        from evol.analysis.verbnoun import READINGS
+
+        if v not in READINGS:
+            raise ValueError(f"unknown verb-noun reading {v!r}: use {' or '.join(READINGS)}")
         return v
 
 

@@ -80,7 +80,10 @@ def rows_by_round(summary: list[dict], source: str) -> dict[int, dict]:
 def test_metrics_by_hand(tmp_path):
     run = make_run(tmp_path / "r1")
     seeds = make_provision_seeds(tmp_path / "seeds.jsonl")
-    result = analyze([str(seeds), str(run)], tmp_path / "out", examples=2)
+    # the task reading, so that "How many ...?" counts as count/<noun> in the hand-made figures
+    # below (the paper's reading, the default, keeps "be"; its rules are tested in test_analysis_verbnoun)
+    result = analyze([str(seeds), str(run)], tmp_path / "out", examples=2, reading="task")
+    assert result["settings"]["verb_reading"] == "task"
     s = rows_by_round(result["summary"], "r1")
     assert set(s) == {0, 1, 2}
     r0, r1, r2 = s[0], s[1], s[2]
@@ -276,3 +279,87 @@ def test_diversity_on_equal_size_samples():
     assert equal_size_diversity([big, small]) == [b, s]  # fixed seed: the same figures every time
     empty = equal_size_diversity([GroupStats("x", 0)])[0]
     assert empty["distinct_pairs_at_n"] is None and empty["distinct_pairs_per_1k"] is None
+
+
+def _example_items(examples: dict) -> list[tuple[str, int, dict]]:
+    """(source, round, item view) of every item shown in examples.json."""
+    out = []
+    for source, records in examples.items():
+        for ex in records:
+            out += [(source, 0, it) for it in ex["items"]]
+            out += [(source, v["round"], it) for v in ex["versions"] for it in v["items"]]
+    return out
+
+
+def test_examples_carry_the_pair_each_item_was_counted_with(tmp_path):
+    run = make_run(tmp_path / "r1")
+    result = analyze([str(run)], tmp_path / "out", examples=4)
+    assert result["settings"]["verb_reading"] == "paper"  # the default: MMEvol's definition
+    examples = json.loads((tmp_path / "out" / "examples.json").read_text())
+    shown = _example_items(examples)
+    by_id = {it["id"]: it["verb_noun"] for _, _, it in shown}
+    assert len(by_id) == len(shown) == 7  # every item shown got its pair, seeds and rewrites
+    assert by_id["A#0"] == {"verb": "describe", "noun": "image", "status": "ok"}
+    assert by_id["B#0"]["status"] == "empty" and by_id["B#0"]["verb"] is None
+    assert by_id["C#0"]["status"] == "non_english" and by_id["C#0"]["verb"] is None
+    # the pair shown is the pair counted: each one is in pairs.csv for its round
+    pairs = pd.read_csv(tmp_path / "out" / "pairs.csv", keep_default_na=False)
+    counted = {(r, v, n) for r, v, n in zip(pairs["round"], pairs["verb"], pairs["noun"])}
+    for _, rnd, it in shown:
+        if it["verb_noun"]["verb"]:
+            assert (rnd, it["verb_noun"]["verb"], it["verb_noun"]["noun"] or "") in counted, it
+
+
+def test_examples_without_parsing_or_skipped_have_no_pair(tmp_path):
+    run = make_run(tmp_path / "r1")
+    off = analyze([str(run)], tmp_path / "off", examples=4, verbnoun=False)
+    assert off["settings"]["verb_reading"] is None and off["settings"]["backend"] is None
+    shown = _example_items(json.loads((tmp_path / "off" / "examples.json").read_text()))
+    assert shown and not any("verb_noun" in it for _, _, it in shown)
+    analyze([str(run)], tmp_path / "kept", examples=4, kept_only=True)
+    shown = {it["id"]: it for _, _, it in _example_items(json.loads((tmp_path / "kept" / "examples.json").read_text()))}
+    assert "verb_noun" in shown["A#0@r1"]  # kept: counted
+    assert "verb_noun" not in shown["A#0@r2"] and "verb_noun" not in shown["B#1@r2"]  # dropped / unscored: not counted
+
+
+def test_verb_reading_is_passed_through_and_recorded(tmp_path, monkeypatch):
+    import evol
+    from evol.analysis.verbnoun import READINGS, VerbNounParser
+    from evol.config import AnalyzeConfig
+    from evol.errors import EvolError
+
+    assert AnalyzeConfig.model_fields["verb_reading"].default == "paper" and READINGS == ("paper", "task")
+    seeds = make_provision_seeds(tmp_path / "seeds.jsonl")
+    seen = []
+    real = VerbNounParser.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        seen.append(self.reading)
+
+    monkeypatch.setattr(VerbNounParser, "__init__", spy)
+    task = evol.analyze([seeds], tmp_path / "task", verb_reading="task")
+    paper = evol.analyze([seeds], tmp_path / "paper")
+    assert seen == ["task", "paper"]
+    assert task["settings"]["verb_reading"] == "task" and paper["settings"]["verb_reading"] == "paper"
+    stored = json.loads((tmp_path / "task" / "analysis.json").read_text())
+    assert stored["settings"]["verb_reading"] == "task"
+    with pytest.raises(EvolError, match="verb-noun reading 'mmevol'"):
+        evol.analyze([seeds], tmp_path / "bad", verb_reading="mmevol")
+    with pytest.raises(AnalysisError, match="reading"):
+        analyze([str(seeds)], tmp_path / "bad", reading="mmevol")
+    # a parser given is used with its own reading; asking for another one is refused
+    parser = VerbNounParser("spacy", reading="task")
+    assert analyze([str(seeds)], tmp_path / "reuse", parser=parser)["settings"]["verb_reading"] == "task"
+    with pytest.raises(AnalysisError, match="'task', not 'paper'"):
+        analyze([str(seeds)], tmp_path / "reuse", parser=parser, reading="paper")
+
+
+def test_cli_takes_verb_reading(tmp_path):
+    seeds = make_provision_seeds(tmp_path / "seeds.jsonl")
+    res = run_cli("analyze", str(seeds), "--out", str(tmp_path / "a"), "--verb-reading", "task", "--parser", "none")
+    assert res.returncode == 0, res.stderr
+    # nothing was parsed, so no reading is claimed
+    assert json.loads((tmp_path / "a" / "analysis.json").read_text())["settings"]["verb_reading"] is None
+    bad = run_cli("analyze", str(seeds), "--out", str(tmp_path / "b"), "--verb-reading", "both")
+    assert bad.returncode != 0 and "verb-noun reading 'both'" in bad.stderr

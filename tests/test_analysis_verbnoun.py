@@ -8,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from evol.analysis.frames import Frame, Word, choose_pair
+from evol.analysis.frames import Frame, Word, choose_pair, task_pair
 from evol.analysis.textclean import clean_instruction, looks_non_english, yes_no_answer
 from evol.analysis.verbnoun import VerbNounParser, pick_sentence_pair
 
-GOLD = Path(__file__).parent / "data" / "verbnoun_gold.tsv"
-HOLDOUT = Path(__file__).parent / "data" / "verbnoun_holdout.tsv"
+DATA = Path(__file__).parent / "data"
+GOLD = DATA / "verbnoun_gold.tsv"  # relabelled by hand by the paper's rules (session 6)
+DEV = DATA / "verbnoun_dev.tsv"  # written by hand by the paper's rules; the rules were worked on it
+HOLDOUT = DATA / "verbnoun_holdout_v2.tsv"  # a quarter of the same writing, kept aside
+HOLDOUT_V3 = DATA / "verbnoun_holdout_v3.tsv"  # written after the first rules (then seen)
+HOLDOUT_V4 = DATA / "verbnoun_holdout_v4.tsv"  # public-dataset styles, scored once on frozen rules (then seen)
+LABELLED = [GOLD, DEV, HOLDOUT, HOLDOUT_V3, HOLDOUT_V4, DATA / "verbnoun_holdout.tsv"]
 
 
 def load_gold(path: Path) -> list[dict]:
@@ -39,45 +44,76 @@ def _score(parser: VerbNounParser, rows: list[dict]) -> tuple[float, list[str]]:
     return 1 - len(misses) / len(rows), misses
 
 
-def test_gold_set_is_large_and_varied():
-    rows = load_gold(GOLD)
-    assert len(rows) >= 150
-    shapes = {r["shape"] for r in rows}
-    assert {"imperative", "wh", "yesno", "mc", "multi", "image"} <= shapes
-    assert sum("<image>" in r["instruction"] for r in rows) >= 5
-    assert sum("[0." in r["instruction"] or "(0." in r["instruction"] for r in rows) >= 5
+def test_labelled_sets_are_large_and_varied():
+    dev, held = load_gold(DEV), load_gold(HOLDOUT)
+    assert len(dev) + len(held) >= 400
+    shapes = {r["shape"] for r in dev}
+    assert len(shapes) >= 20 and shapes == {r["shape"] for r in held}
+    for needed in ("be_question", "there_is", "wrapper", "coordinated", "code", "multiple_choice",
+                   "numbered_questions", "translation", "partitive", "passive"):
+        assert needed in shapes
+    assert sum("```" in r["instruction"] for r in dev) >= 5
+    assert sum("<box>" in r["instruction"] or "[0." in r["instruction"] for r in dev) >= 5
+    gold = load_gold(GOLD)
+    assert len(gold) >= 150 and {"imperative", "wh", "yesno", "mc", "multi", "image"} <= {r["shape"] for r in gold}
 
 
-def test_accuracy_on_gold_set(parser):
-    rows = load_gold(GOLD)
+@pytest.mark.parametrize("path", LABELLED, ids=lambda p: p.name)
+def test_accuracy_by_the_papers_definition(parser, path):
+    """Each hand-labelled set, overall and per shape (the issue's goal: 92% or more)."""
+    if not path.exists():
+        pytest.skip(f"{path.name} is not in this checkout")
+    rows = load_gold(path)
     share, misses = _score(parser, rows)
     by_shape = {}
     for shape in dict.fromkeys(r["shape"] for r in rows):
         part = [r for r in rows if r["shape"] == shape]
         by_shape[shape] = f"{_score(parser, part)[0]:.0%} of {len(part)}"
-    print(f"\nverb-noun parser: {share:.1%} right on {GOLD.name} ({len(rows)}); by shape {by_shape}; misses:\n  "
+    print(f"\nverb-noun parser: {share:.1%} right on {path.name} ({len(rows)}); by shape {by_shape}; misses:\n  "
           + "\n  ".join(misses))
-    assert share >= 0.90, misses
-
-
-def test_accuracy_on_holdout_set(parser):
-    """Instructions labelled after the rules were last changed: an honest check of overfitting."""
-    rows = load_gold(HOLDOUT)
-    share, misses = _score(parser, rows)
-    print(f"\nverb-noun parser: {share:.1%} right on {HOLDOUT.name} ({len(rows)}); misses:\n  " + "\n  ".join(misses))
-    assert share >= 0.80, misses
+    assert share >= 0.92, misses
 
 
 @pytest.mark.parametrize("text, expected", [
     ("What is the man holding?", ("hold", None)),
-    ("How many cups are on the table?", ("count", "cup")),
+    ("How many cups are on the table?", ("be", "cup")),
+    ("What color is the car parked near the tree?", ("be", "color")),
     ("Describe the image in detail.", ("describe", "image")),
-    ("Count the number of people in the picture.", ("count", "people")),
+    ("Count the number of people in the picture.", ("count", "number")),
     ("When was this photo taken?", ("take", "photo")),
-    ("Is there a dog in the image?", ("check", "dog")),
+    ("Is there a dog in the image?", ("be", "dog")),
+    ("Can you tell me what the man is holding?", ("hold", None)),
+    ("Tell me a story about a fox.", ("tell", "story")),
+    ("I want you to describe the painting's style.", ("describe", "style")),
+    ("Write a lesson plan on fractions. What should come first?", ("write", "plan")),
+    ("Analyze and summarize the significance of the treaty.", ("analyze", "significance")),
+    ("Describe some of the components of a computer.", ("describe", "component")),
+    ("Which season does this image most likely show?", ("show", "season")),
+    ('Translate "Where is the station?" into French.', ("translate", None)),
+    ("Calculate 15% of 240.", ("calculate", None)),
+    ("Answer these questions.\n1. Could the authors clarify the sample size?\n2. Why?", ("answer", "question")),
+    ("1. Could the authors clarify the sample size?\n2. Why was no control group used?", ("clarify", "size")),
+    ("C++ exam: Which keyword declares a constant? A. static B. const", ("declare", "constant")),
 ])
-def test_question_rules(parser, text, expected):
+def test_paper_rules(parser, text, expected):
     assert parser.parse(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("How many cups are on the table?", ("count", "cup")),
+    ("What color is the car?", ("identify", "color")),
+    ("Where is the cat?", ("locate", "cat")),
+    ("Is there a dog in the image?", ("check", "dog")),
+    ("Count the number of people in the picture.", ("count", "person")),
+    ("Describe the image in detail.", ("describe", "image")),
+])
+def test_task_reading_is_kept_as_an_option(text, expected):
+    assert VerbNounParser(reading="task").parse(text) == expected
+
+
+def test_unknown_reading_is_refused():
+    with pytest.raises(ValueError, match="unknown verb-noun reading"):
+        VerbNounParser(reading="tasks")
 
 
 @pytest.mark.parametrize("raw, cleaned", [
@@ -170,48 +206,61 @@ def test_unknown_backend_and_missing_benepar():
 
 def test_choose_pair_rules_on_frames():
     noun = lambda w: Word(w, "NOUN")  # noqa: E731
-    assert choose_pair(Frame(verb=Word("be", "VERB"), question=True, wh="how many", wh_noun=noun("cup"))) == ("count", "cup")
-    assert choose_pair(Frame(verb=Word("be", "VERB"), question=True, wh="where", subject=noun("cat"))) == ("locate", "cat")
-    assert choose_pair(Frame(verb=Word("be", "VERB"), question=True, wh="why", subject=noun("street"))) == ("explain", "street")
-    assert choose_pair(Frame(verb=Word("be", "VERB"), question=False, subject=noun("cat"))) == ("be", None)
+    be = Word("be", "VERB")
+    # the paper's reading: "be" stays, with the first noun of wh-phrase, subject, predicate
+    assert choose_pair(Frame(verb=be, question=True, wh="how many", wh_noun=noun("cup"))) == ("be", "cup")
+    assert choose_pair(Frame(verb=be, question=True, wh="where", subject=noun("cat"))) == ("be", "cat")
+    assert choose_pair(Frame(verb=be, subject=Word("you", "PRON"), attr=noun("person"))) == ("be", "person")
+    assert choose_pair(Frame(verb=Word("show", "VERB"), wh_noun=noun("season"))) == ("show", "season")
+    assert choose_pair(Frame(verb=Word("appear", "VERB"), wh_noun=noun("animal"), wh_role="subject")) == ("appear", None)
+    assert choose_pair(Frame(verb=Word("use", "VERB"), passive=True, wh_noun=noun("tool"), wh_role="subject")) == \
+        ("use", "tool")
     light = Word("number", "NOUN", of_noun=noun("window"))
-    assert choose_pair(Frame(verb=Word("count", "VERB"), obj=light)) == ("count", "window")
-    assert choose_pair(Frame(verb=Word("hold", "VERB"), obj=Word("what", "WH"))) == ("hold", None)
-    assert choose_pair(Frame()) == (None, None)
+    assert choose_pair(Frame(verb=Word("count", "VERB"), obj=light)) == ("count", "number")
+    # the task reading
+    assert task_pair(Frame(verb=be, question=True, wh="how many", wh_noun=noun("cup"))) == ("count", "cup")
+    assert choose_pair(Frame(verb=be, question=True, wh="where", subject=noun("cat")), "task") == ("locate", "cat")
+    assert task_pair(Frame(verb=be, question=True, wh="why", subject=noun("street"))) == ("explain", "street")
+    assert task_pair(Frame(verb=be, question=False, subject=noun("cat"))) == ("be", None)
+    assert task_pair(Frame(verb=Word("count", "VERB"), obj=light)) == ("count", "window")
+    for reading in ("paper", "task"):
+        assert choose_pair(Frame(verb=Word("hold", "VERB"), obj=Word("what", "WH")), reading) == ("hold", None)
+        assert choose_pair(Frame(), reading) == (None, None)
 
 
-PENN = [
-    ("(TOP (SBARQ (WHNP (WP What)) (SQ (VBZ is) (NP (DT the) (NN man)) (VP (VBG holding))) (. ?)))", ("hold", None)),
+PENN = [  # (tree, task reading, paper reading)
+    ("(TOP (SBARQ (WHNP (WP What)) (SQ (VBZ is) (NP (DT the) (NN man)) (VP (VBG holding))) (. ?)))", ("hold", None), ("hold", None)),
     ("(TOP (SBARQ (WHNP (WHADJP (WRB How) (JJ many)) (NNS cups)) (SQ (VBP are) (PP (IN on) (NP (DT the) (NN table)))) (. ?)))",
-     ("count", "cup")),
-    ("(TOP (SBARQ (WHADVP (WRB When)) (SQ (VBD was) (NP (DT this) (NN photo)) (VP (VBN taken))) (. ?)))", ("take", "photo")),
-    ("(TOP (SQ (VBZ Is) (NP (EX there)) (NP (DT a) (NN dog)) (PP (IN in) (NP (DT the) (NN image))) (. ?)))", ("check", "dog")),
-    ("(TOP (SQ (VBZ Is) (NP (DT the) (NN cat)) (ADJP (JJ black)) (. ?)))", ("check", "cat")),
-    ("(TOP (SQ (VBZ Is) (NP (DT the) (NN man)) (VP (VBG wearing) (NP (DT a) (NN hat))) (. ?)))", ("wear", "hat")),
+     ("count", "cup"), ("be", "cup")),
+    ("(TOP (SBARQ (WHADVP (WRB When)) (SQ (VBD was) (NP (DT this) (NN photo)) (VP (VBN taken))) (. ?)))", ("take", "photo"), ("take", "photo")),
+    ("(TOP (SQ (VBZ Is) (NP (EX there)) (NP (DT a) (NN dog)) (PP (IN in) (NP (DT the) (NN image))) (. ?)))", ("check", "dog"), ("be", "dog")),
+    ("(TOP (SQ (VBZ Is) (NP (DT the) (NN cat)) (ADJP (JJ black)) (. ?)))", ("check", "cat"), ("be", "cat")),
+    ("(TOP (SQ (VBZ Is) (NP (DT the) (NN man)) (VP (VBG wearing) (NP (DT a) (NN hat))) (. ?)))", ("wear", "hat"), ("wear", "hat")),
     ("(TOP (SBARQ (WHNP (WP What)) (SQ (VBZ is) (NP (NP (DT the) (NN name)) (PP (IN of) (NP (DT the) (NN dog))))) (. ?)))",
-     ("identify", "name")),
-    ("(TOP (SBARQ (WHNP (WDT What) (NN color)) (SQ (VBZ is) (NP (DT the) (NN car))) (. ?)))", ("identify", "color")),
-    ("(TOP (SBARQ (WHADVP (WRB Where)) (SQ (VBZ is) (NP (DT the) (NN cat))) (. ?)))", ("locate", "cat")),
-    ("(TOP (SQ (MD Can) (NP (PRP you)) (VP (VB describe) (NP (DT the) (NN scene))) (. ?)))", ("describe", "scene")),
-    ("(TOP (S (VP (VB Describe) (NP (DT the) (NN image)) (PP (IN in) (NP (NN detail)))) (. .)))", ("describe", "image")),
-    ("(TOP (S (VP (VB Count) (NP (NP (DT the) (NN number)) (PP (IN of) (NP (NNS windows))))) (. .)))", ("count", "window")),
+     ("identify", "name"), ("be", "name")),
+    ("(TOP (SBARQ (WHNP (WDT What) (NN color)) (SQ (VBZ is) (NP (DT the) (NN car))) (. ?)))", ("identify", "color"), ("be", "color")),
+    ("(TOP (SBARQ (WHADVP (WRB Where)) (SQ (VBZ is) (NP (DT the) (NN cat))) (. ?)))", ("locate", "cat"), ("be", "cat")),
+    ("(TOP (SQ (MD Can) (NP (PRP you)) (VP (VB describe) (NP (DT the) (NN scene))) (. ?)))", ("describe", "scene"), ("describe", "scene")),
+    ("(TOP (S (VP (VB Describe) (NP (DT the) (NN image)) (PP (IN in) (NP (NN detail)))) (. .)))", ("describe", "image"), ("describe", "image")),
+    ("(TOP (S (VP (VB Count) (NP (NP (DT the) (NN number)) (PP (IN of) (NP (NNS windows))))) (. .)))", ("count", "window"), ("count", "number")),
     ("(TOP (SBARQ (WHNP (WHNP (WDT What) (NN kind)) (PP (IN of) (NP (NN food)))) (SQ (VBZ is) (NP (DT the) (NN man)) (VP (VBG eating))) (. ?)))",
-     ("eat", "food")),
+     ("eat", "food"), ("eat", "kind")),
     ("(TOP (SBARQ (WHNP (WHNP (WDT Which)) (PP (IN of) (NP (DT the) (NNS objects)))) (SQ (VBZ is) (ADJP (JJS closest))) (. ?)))",
-     ("identify", "object")),
-    ("(TOP (SBARQ (WHNP (WP What)) (SQ (VBZ does) (NP (DT the) (NN sign)) (VP (VB say))) (. ?)))", ("say", None)),
-    ("(TOP (S (VP (VB Describe) (NP (PRP it))) (. .)))", ("describe", None)),
-    ("(TOP (NP (NP (DT A) (NN photo)) (PP (IN of) (NP (DT a) (NN dog))) (. .)))", (None, None)),
+     ("identify", "object"), ("be", "object")),
+    ("(TOP (SBARQ (WHNP (WP What)) (SQ (VBZ does) (NP (DT the) (NN sign)) (VP (VB say))) (. ?)))", ("say", None), ("say", None)),
+    ("(TOP (S (VP (VB Describe) (NP (PRP it))) (. .)))", ("describe", None), ("describe", None)),
+    ("(TOP (NP (NP (DT A) (NN photo)) (PP (IN of) (NP (DT a) (NN dog))) (. .)))", (None, None), (None, None)),
 ]
 
 
-@pytest.mark.parametrize("tree, expected", PENN)
-def test_constituency_tree_logic(parser, tree, expected):
+@pytest.mark.parametrize("tree, task, paper", PENN)
+def test_constituency_tree_logic(parser, tree, task, paper):
     nltk = pytest.importorskip("nltk")
     from evol.analysis.constituency import tree_frame
 
     frame = tree_frame(nltk.Tree.fromstring(tree), parser.lemmas)
-    assert pick_sentence_pair([frame]) == expected
+    assert pick_sentence_pair([frame], "task") == task
+    assert pick_sentence_pair([frame], "paper") == paper
 
 
 def test_constituency_multi_sentence_prefers_the_question(parser):
@@ -221,7 +270,8 @@ def test_constituency_multi_sentence_prefers_the_question(parser):
     statement = "(TOP (S (NP (DT The) (NN image)) (VP (VBZ shows) (NP (DT a) (NN street))) (. .)))"
     question = "(TOP (SBARQ (WHNP (WHADJP (WRB How) (JJ many)) (NNS cars)) (SQ (VBP are) (VP (VBN parked))) (. ?)))"
     frames = [tree_frame(nltk.Tree.fromstring(t), parser.lemmas) for t in (statement, question)]
-    assert pick_sentence_pair(frames) == ("count", "car")
+    assert pick_sentence_pair(frames, "task") == ("count", "car")
+    assert pick_sentence_pair(frames) == ("park", "car")  # "How many cars are parked": passive
     assert pick_sentence_pair(frames[:1]) == ("show", "street")
 
 

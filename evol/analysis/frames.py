@@ -1,18 +1,27 @@
-"""The verb-noun rules, shared by every parser backend.
+"""The verb-noun rules, shared by every reader: a sentence as a `Frame`, and its pair.
 
-A backend (spaCy dependencies, or benepar constituency trees) reduces one sentence to a
-`Frame`: its main verb, that verb's direct object, its subject, and the question word if
-the sentence is a question. `choose_pair` then applies the same rules to every frame:
+A reader (the tag reader in `request.py`, or benepar constituency trees in
+`constituency.py`) reduces the request of an instruction to a `Frame`: its main verb,
+that verb's direct object, its subject, and the wh-phrase if it is a question.
+`choose_pair` names the pair in one of two readings.
 
-* the verb is the main verb closest to the root; auxiliaries and modals are looked
-  through ("Can you describe the scene?" -> describe/scene);
-* the noun is the head noun of the verb's first direct object, or of its subject when
-  the verb is passive ("When was this photo taken?" -> take/photo); quantity nouns are
-  looked through ("Count the number of windows" -> count/window); a pronoun or question
-  word as object gives no noun ("What is the man holding?" -> hold/None); when the verb
-  has no object, a noun the question word determines stands in ("What kind of food is
-  the man eating?" -> eat/food, "Which animal appears?" -> appear/animal);
-* a question whose main verb is "be" asks for a task, so it is named by that task:
+**paper** (the default): MMEvol's definition (arXiv 2409.05840).
+* the verb is the main verb of the request; auxiliaries and modals are looked through
+  ("Can you describe the scene?" -> describe/scene);
+* the noun is the head of the verb's first direct object ("Count the number of
+  windows" -> count/number), the subject of a passive verb ("When was this photo
+  taken?" -> take/photo), or a wh-phrase that fills the object's place ("Which season
+  does the image show?" -> show/season); a pronoun, clause or quotation gives none
+  ("What is the man holding?" -> hold/None); a wh-phrase that is the subject gives none
+  ("Which animal appears?" -> appear/None);
+* a main verb "be" stays "be", with the first noun among the wh-phrase, the subject (or
+  the pivot of "there is") and the predicate noun: "What color is the car?" ->
+  be/color, "How many cups are on the table?" -> be/cup, "Is there a dog?" -> be/dog.
+
+**task**: evol's older reading, kept as an option and labelled as such in the report
+(not comparable with the paper's figures). Light nouns are looked through ("Count the
+number of windows" -> count/window), and a question whose main verb is "be" is named by
+its task:
     how many/much N ...  -> count/N     (also with other verbs: "How many dogs are running?")
     where is X           -> locate/X
     what/which N is ...  -> identify/N  ("What color is the car?" -> identify/color)
@@ -20,13 +29,6 @@ the sentence is a question. `choose_pair` then applies the same rules to every f
     why is X ...         -> explain/X
     how is X             -> describe/X
     is X ... / is there X -> check/X     (yes/no questions)
-  A declarative or imperative "be" stays "be" (with no noun, as "be" takes no object).
-  A participle the parser hung off a "be" root is the real verb: "Is the man wearing a
-  hat?" -> wear/hat, "Are there cars parked here?" -> park/car (backend-specific, since
-  only the dependency parser makes that mistake).
-
-In an instruction of several sentences the first question counts, else the first
-imperative, else the first sentence with a verb (`verbnoun.pick_sentence_pair`).
 
 Nouns and verbs come back lemmatised and lower-cased; None means "none found".
 """
@@ -87,6 +89,9 @@ class Frame:
     wh_noun: Word | None = None  # noun the wh-word determines: "what color" -> color
     attr: Word | None = None  # predicate noun of "be" ("What is the name ..." -> name)
     imperative: bool = False
+    kind: str = ""  # "question", "order", "framing", "statement", "fragment" ("" from tree backends)
+    existential: bool = False  # "Is there a dog?": `subject` is the pivot noun
+    wh_role: str = ""  # "subject" when the wh-phrase is the subject ("Which animal appears?")
     notes: list[str] = field(default_factory=list)
 
 
@@ -99,8 +104,37 @@ def noun_of(word: Word | None) -> str | None:
     return word.lemma.lower() if word.is_noun else None
 
 
-def choose_pair(frame: Frame) -> tuple[str | None, str | None]:
-    """(verb lemma, noun lemma) for one sentence's frame, by the rules in the module doc."""
+def choose_pair(frame: Frame, reading: str = "paper") -> tuple[str | None, str | None]:
+    """(verb lemma, noun lemma) for one sentence's frame, in the given reading.
+
+    "paper" is MMEvol's definition (arXiv 2409.05840): the verb, and the head noun of its
+    first direct object (a passive verb's subject; a wh-phrase that fills the object gap);
+    a main verb "be" stays "be", with the first noun among the wh-phrase, the subject (or
+    the pivot of "there is") and the predicate noun. No light noun is looked through.
+    "task" is evol's older reading, in the module doc.
+    """
+    if reading == "task":
+        return task_pair(frame)
+    verb = frame.verb
+    if verb is None:
+        return None, None
+    lemma = verb.lemma.lower()
+    if lemma == COPULA:
+        for word in (frame.wh_noun, frame.subject, frame.attr):
+            if word is not None and word.is_noun:
+                return lemma, word.lemma.lower()
+        return lemma, None
+    if frame.passive:
+        word = frame.subject or frame.wh_noun  # with no subject, the wh-phrase is it
+    else:
+        word = frame.obj
+        if word is None and frame.wh_role != "subject":
+            word = frame.wh_noun
+    return lemma, (word.lemma.lower() if word is not None and word.is_noun else None)
+
+
+def task_pair(frame: Frame) -> tuple[str | None, str | None]:
+    """The task-verb reading: (verb, noun) by the rules in the module doc."""
     if frame.wh in ("how many", "how much") and frame.wh_noun is not None:
         return "count", noun_of(frame.wh_noun)
     verb = frame.verb

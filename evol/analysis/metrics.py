@@ -296,29 +296,54 @@ class ExampleSampler:
         self._seen_plain = 0
         self._offered = 0  # position in the input, to show examples in input order
 
-    def offer(self, record: Record) -> None:
+    def offer(self, record: Record) -> dict | None:
+        """Maybe keep `record`; returns its example when it was taken (a later record may
+        still replace it), else None."""
         self._offered += 1
         if self.size <= 0:
-            return
+            return None
         if record.versions:
             self._seen_evolved += 1
-            _reservoir(self._evolved, self._seen_evolved, self.size, record, self._rng, self._offered)
-        elif len(self._evolved) < self.size:
+            return _reservoir(self._evolved, self._seen_evolved, self.size, record, self._rng, self._offered)
+        if len(self._evolved) < self.size:
             self._seen_plain += 1
-            _reservoir(self._plain, self._seen_plain, self.size, record, self._rng, self._offered)
+            return _reservoir(self._plain, self._seen_plain, self.size, record, self._rng, self._offered)
+        return None
 
     def examples(self) -> list[dict]:
         chosen = self._evolved + self._plain[: max(0, self.size - len(self._evolved))]
         return sorted(chosen, key=lambda e: e["order"])
 
 
-def _reservoir(bucket: list[dict], seen: int, size: int, record: Record, rng: random.Random, order: int) -> None:
+def _reservoir(bucket: list[dict], seen: int, size: int, record: Record, rng: random.Random,
+               order: int) -> dict | None:
+    """Reservoir step; the new example when `record` was taken, else None."""
     if len(bucket) < size:
         bucket.append(example_of(record, order))
-        return
+        return bucket[-1]
     j = rng.randrange(seen)
     if j < size:
         bucket[j] = example_of(record, order)
+        return bucket[j]
+    return None
+
+
+def item_views(example: dict | None, version: int | None, count: int) -> list[dict | None]:
+    """The example's views of a record's first `count` items (`version` None: its own
+    items, else the index of the version in `record.versions`), None where the example
+    does not show the item (no example, or past the items and versions it keeps)."""
+    views: list[dict] = []
+    if example is not None:
+        if version is None:
+            views = example["items"]
+        elif version < len(example["versions"]):
+            views = example["versions"][version]["items"]
+    return [views[i] if i < len(views) else None for i in range(count)]
+
+
+def set_parsed_pair(view: dict, verb: str | None, noun: str | None, status: str) -> None:
+    """Record on an example item the verb-noun pair its question was counted with."""
+    view["verb_noun"] = {"verb": verb, "noun": noun, "status": status}
 
 
 def _clip(text: str, n: int = 700) -> str:

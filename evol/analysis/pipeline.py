@@ -10,8 +10,8 @@ Files written to the output folder:
 | `distributions.csv` | skills and steps per item, judge scores, question and answer lengths |
 | `counts.csv` | operators, task forms, generators, skills, objects, parse statuses |
 | `sources.json` / `sources.csv` | per input: records read, read errors (quoted), rejects |
-| `examples.json` | a few records: seed items beside their evolved versions and verdicts |
-| `analysis.json` | settings, inputs, timings and the summary, for `evol report` |
+| `examples.json` | a few records: seed items beside their evolved versions, verdicts and parsed pairs |
+| `analysis.json` | settings (the verb-noun reading among them), inputs, timings and the summary, for `evol report` |
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from evol import __version__
-from evol.analysis.metrics import ExampleSampler, GroupStats, SourceStats, equal_size_diversity
+from evol.analysis.metrics import (ExampleSampler, GroupStats, SourceStats, equal_size_diversity, item_views,
+                                   set_parsed_pair)
 from evol.io import read_jsonl_tolerant, read_records
 from evol.rundir import RunDir
 
@@ -77,22 +78,34 @@ def analyze(
     verbnoun: bool = True,
     examples: int = 6,
     parser: Any = None,
+    reading: str | None = None,
 ) -> dict[str, Any]:
     """Analyse every input, write the tables to `out`, return what analysis.json holds.
 
     `kept_only` counts only the evolved items the judge kept (seed items always count).
     `verbnoun=False` skips parsing (the fastest way to get every other metric).
     `parser` reuses a `VerbNounParser` across calls.
+    `reading` is the verb-noun reading: "paper" (MMEvol's definition) or "task" (questions
+    whose main verb is "be" named by their task); None: the given parser's, else "paper".
+    It is recorded in analysis.json ("settings" -> "verb_reading"; None when nothing was parsed).
+    Each example item keeps the pair its question was counted with ("verb_noun").
     """
     import pandas as pd
 
+    from evol.analysis.verbnoun import READINGS
+
+    if reading is not None and reading not in READINGS:
+        raise AnalysisError(f"unknown verb-noun reading {reading!r}: use {' or '.join(READINGS)}")
     sources = resolve_inputs(inputs, labels)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if verbnoun and parser is None:
         from evol.analysis.verbnoun import VerbNounParser
 
-        parser = VerbNounParser(backend, n_process=n_process, batch_size=batch_size)
+        parser = VerbNounParser(backend, n_process=n_process, batch_size=batch_size, reading=reading or "paper")
+    elif parser is not None and reading is not None and getattr(parser, "reading", reading) != reading:
+        raise AnalysisError(f"the parser given reads verb-noun pairs as {parser.reading!r}, not {reading!r}")
+    used_reading = None if parser is None else getattr(parser, "reading", reading)
     groups: dict[tuple[str, int], GroupStats] = {}
     all_examples: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
@@ -101,8 +114,10 @@ def analyze(
         sampler = ExampleSampler(examples)
         stream = _walk(src, groups, sampler, kept_only)
         if parser is not None:
-            for result, group in parser.parse_tagged(stream):
+            for result, (group, view) in parser.parse_tagged(stream):
                 group.add_parse(result.verb, result.noun, result.status)
+                if view is not None:
+                    set_parsed_pair(view, result.verb, result.noun, result.status)
                 items += 1
         else:
             for _ in stream:
@@ -137,8 +152,9 @@ def analyze(
         "evol_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "inputs": [{"label": s.label, "path": s.path, "kind": s.kind} for s in sources],
-        "settings": {"backend": backend if verbnoun else None, "kept_only": kept_only,
-                     "n_process": n_process, "examples": examples},
+        "settings": {"backend": None if parser is None else getattr(parser, "backend", backend),
+                     "kept_only": kept_only, "n_process": n_process, "examples": examples,
+                     "verb_reading": used_reading},
         "items": items,
         "wall_s": round(wall, 3),
         "items_per_s": round(items / wall, 1) if wall > 0 else None,
@@ -151,8 +167,10 @@ def analyze(
 
 
 def _walk(src: SourceStats, groups: dict[tuple[str, int], GroupStats], sampler: ExampleSampler,
-          kept_only: bool) -> Iterator[tuple[str, GroupStats]]:
-    """Stream one input: update the per-round counters and yield (question, group) to parse."""
+          kept_only: bool) -> Iterator[tuple[str, tuple[GroupStats, dict | None]]]:
+    """Stream one input: update the per-round counters and yield (question, (group, view))
+    to parse; `view` is the item's entry in a sampled example (None when not shown), which
+    receives the parsed pair."""
     def group(rnd: int) -> GroupStats:
         key = (src.label, rnd)
         if key not in groups:
@@ -173,27 +191,27 @@ def _walk(src: SourceStats, groups: dict[tuple[str, int], GroupStats], sampler: 
             continue
         rec = res.record
         src.records += 1
-        sampler.offer(rec)
+        example = sampler.offer(rec)
         if not rec.items:
             src.records_without_items += 1
         else:
             g0 = group(0)
             g0.records += 1
-            for item in rec.items:
+            for item, view in zip(rec.items, item_views(example, None, len(rec.items))):
                 g0.add_item(item, rec, None)
-                yield item.question, g0
+                yield item.question, (g0, view)
         if not rec.versions:
             src.records_without_versions += 1
-        for version in rec.versions:
+        for k, version in enumerate(rec.versions):
             g = group(version.round)
             g.records += 1
             if version.status != "judged":
                 g.failed_versions += 1
-            for item in version.items:
+            for item, view in zip(version.items, item_views(example, k, len(version.items))):
                 if kept_only and not item.passes():
                     continue
                 g.add_item(item, rec, version.operator)
-                yield item.question, g
+                yield item.question, (g, view)
 
 
 def _manifest_digest(manifest: dict[str, Any]) -> dict[str, Any]:

