@@ -144,7 +144,8 @@ def bench_long_instructions() -> None:
     `analyze` does) and without it (the patterns alone, which must grow linearly)."""
     from evol.analysis import textclean
 
-    units = ("What is in <box> ", "Look at <|box_start|> 1 ", "Find <quad> the ", "Where [1, 2, 3 ")
+    units = ("What is in <box> ", "Look at <|box_start|> 1 ", "Find <quad> the ", "Where [1, 2, 3 ",
+             "Translate \" the ", "Say 'hi ", "Fix ```py x ")
     for unit in units:
         text = unit * (5_000_000 // len(unit))
         t0 = time.perf_counter()

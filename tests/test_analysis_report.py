@@ -167,6 +167,62 @@ def test_one_sunburst_per_round_adding_up_to_the_items_parsed(three_rounds, tmp_
         assert root == outer == parsed[rnd] > 0
 
 
+def live_sunbursts(page: Path, tmp: Path) -> tuple[list[dict] | None, int]:
+    """What the live plot in Chromium holds: the page's data-sunbursts attribute (per drawn
+    sunburst: name, root total as plotly computed it, wedges drawn; None when absent) and
+    how many sunburst trace groups the chart's SVG has."""
+    from html import unescape
+
+    dom = _chromium(["--dump-dom", page.resolve().as_uri()], tmp)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    start = dom.stdout.index('<div id="chart-sunburst"')
+    end = dom.stdout.find('<div id="chart-', start + 1)
+    chart = dom.stdout[start:end if end > 0 else None]
+    m = re.match(r'<div id="chart-sunburst"[^>]*?data-sunbursts="([^"]*)"', chart)
+    drawn = json.loads(unescape(m.group(1))) if m else None
+    return drawn, chart.count('<g class="trace sunburst"')
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
+def test_four_sunbursts_drawn_in_a_real_browser_add_up_to_the_items_parsed(three_rounds, tmp_path):
+    """A seed file and three rounds: Chromium draws four sunbursts (seed, round 1, 2, 3), and
+    the root total plotly computed in each equals the items parsed in that round."""
+    folder, result = three_rounds
+    parsed = {r["round"]: r["verb_noun_parsed"] for r in result["summary"]}
+    assert sorted(parsed) == [0, 1, 2, 3] and all(v > 0 for v in parsed.values())
+    page = write_report(folder, tmp_path / "r.html")
+    nodes = [len(t["ids"]) for t in _figures(page.read_text(encoding="utf-8"))["chart-sunburst"]["data"]]
+    drawn, groups = live_sunbursts(page, tmp_path / "live")
+    print("\nsunbursts drawn:", drawn)
+    assert drawn is not None, "the page wrote no data-sunbursts attribute"
+    assert groups == 4 and len(drawn) == 4, (groups, drawn)
+    assert [d["name"] for d in drawn] == ["run · seed", "run · round 1", "run · round 2", "run · round 3"]
+    for rnd, d, n in zip(sorted(parsed), drawn, nodes):
+        assert d["total"] == parsed[rnd], (rnd, d, parsed[rnd])
+        assert 1 < d["slices"] == n, (rnd, d, n)  # every verb and noun wedge drawn, no more
+
+    # control 1: take one item out of the seed's first noun wedge (and its verb) in the page's
+    # figure; the live total drops by one, so the check reads the plot and can fail
+    text = page.read_text(encoding="utf-8")
+    m = re.search(r'Plotly\.newPlot\(\s*"chart-sunburst",\s*(\[.*?\]),\s*\{', text, re.S)
+    data = json.loads(m.group(1))
+    seed = data[0]
+    leaf = next(i for i, p in enumerate(seed["parents"]) if p)
+    seed["values"][leaf] -= 1
+    seed["values"][seed["ids"].index(seed["parents"][leaf])] -= 1
+    short = tmp_path / "short.html"
+    short.write_text(text[:m.start(1)] + json.dumps(data) + text[m.end(1):], encoding="utf-8")
+    drawn_short, _ = live_sunbursts(short, tmp_path / "short")
+    assert [d["total"] for d in drawn_short] == [parsed[0] - 1, parsed[1], parsed[2], parsed[3]]
+
+    # control 2: the same page without plotly's library draws no sunburst, though the script ran
+    start = text.index("<script type='text/javascript'>")
+    end = text.index("</script>", start) + len("</script>")
+    blank = tmp_path / "blank.html"
+    blank.write_text(text[:start] + text[end:], encoding="utf-8")
+    assert live_sunbursts(blank, tmp_path / "blank") == ([], 0)
+
+
 def test_a_verb_keeps_its_colour_in_every_panel(analysis_dir, three_rounds, tmp_path):
     from evol.analysis.charts import verb_color
 
@@ -223,3 +279,71 @@ def test_score_density_curves_per_round_and_zero_based_axes(three_rounds, tmp_pa
     comp = figs["chart-comparison"]["layout"]
     yaxes = [k for k in comp if k.startswith("yaxis")]
     assert len(yaxes) >= 11 and all(comp[k].get("rangemode") == "tozero" for k in yaxes)
+
+
+def test_report_names_the_paper_reading(analysis_dir, tmp_path):
+    meta = json.loads((analysis_dir / "analysis.json").read_text())
+    assert meta["settings"]["verb_reading"] == "paper"
+    page = write_report(analysis_dir, tmp_path / "p.html").read_text(encoding="utf-8")
+    section = page[page.index("What the instructions ask"):page.index('id="chart-sunburst"')]
+    assert "<code>--verb-reading paper</code>" in section and "MMEvol's definition" in section
+    assert "Task-verb reading" not in page and "class='reading'" not in page
+    assert "verb-noun parser: spacy, paper reading" in page
+    assert "Task-verb" not in json.dumps(_figures(page)["chart-sunburst"]["layout"])
+
+
+def test_report_labels_the_task_reading(tmp_path):
+    from evol.analysis.report import TASK_BANNER
+
+    run = make_run(tmp_path / "r1")
+    result = analyze([str(run)], tmp_path / "a", reading="task")
+    assert result["settings"]["verb_reading"] == "task"
+    page = write_report(tmp_path / "a").read_text(encoding="utf-8")
+    section = page[page.index("What the instructions ask"):page.index('id="chart-sunburst"')]
+    assert "<div class='reading' id='verb-reading'><b>Task-verb reading, not the paper's definition.</b>" in section
+    assert "not comparable with MMEvol's sunburst" in section and "<code>--verb-reading task</code>" in section
+    assert "verb-noun parser: spacy, task reading" in page
+    # the chart itself carries the label, for a copy of the chart alone
+    assert _figures(page)["chart-sunburst"]["layout"]["title"]["text"] == TASK_BANNER
+
+
+def test_report_of_a_folder_without_the_reading(analysis_dir, tmp_path):
+    """Folders written before --verb-reading: the reading is not claimed, and per-item pairs are not invented."""
+    old = tmp_path / "old"
+    shutil.copytree(analysis_dir, old)
+    meta = json.loads((old / "analysis.json").read_text())
+    del meta["settings"]["verb_reading"]
+    (old / "analysis.json").write_text(json.dumps(meta))
+    examples = json.loads((old / "examples.json").read_text())
+    for records in examples.values():
+        for ex in records:
+            for it in ex["items"] + [it for v in ex["versions"] for it in v["items"]]:
+                it.pop("verb_noun", None)
+    (old / "examples.json").write_text(json.dumps(examples))
+    page = write_report(old).read_text(encoding="utf-8")
+    assert "Verb-noun reading not recorded" in page and "MMEvol's definition" not in page
+    assert "verb-noun:" not in page
+
+
+def test_each_example_item_shows_its_parsed_pair(analysis_dir, tmp_path):
+    page = write_report(analysis_dir, tmp_path / "e.html").read_text(encoding="utf-8")
+    examples = json.loads((analysis_dir / "examples.json").read_text())
+    shown = [it for records in examples.values() for ex in records
+             for it in ex["items"] + [it for v in ex["versions"] for it in v["items"] if v.get("status") != "failed"]]
+    assert page.count("<small class='vn'>verb-noun: ") == len(shown) > 5
+    examples_html = page[page.index("<h2>Examples</h2>"):]
+    seed = examples_html[examples_html.index("Describe the image in detail."):]
+    assert seed.index("verb-noun: describe / image") < seed.index("</td>")  # in the seed's own cell
+    assert "verb-noun: no verb (empty)" in examples_html  # record B's empty seed question
+    for it in shown:  # every evolved version shown beside its seed has its pair
+        vn = it["verb_noun"]
+        if vn["verb"]:
+            assert f"verb-noun: {vn['verb']} / {vn['noun'] or '-'}" in examples_html
+
+
+def test_examples_say_not_parsed_without_a_parser(tmp_path):
+    run = make_run(tmp_path / "r1")
+    analyze([str(run)], tmp_path / "a", verbnoun=False)
+    page = write_report(tmp_path / "a").read_text(encoding="utf-8")
+    assert "verb-noun: not parsed" in page and "verb-noun: describe" not in page
+    assert "Verb-noun parsing was off" in page

@@ -44,11 +44,13 @@ def verb_color(verb: str) -> str:
     return VERB_PALETTE[zlib.crc32(verb.encode("utf-8")) % len(VERB_PALETTE)]
 
 
-def sunburst_figure(sun: Any) -> Any:
+def sunburst_figure(sun: Any, banner: str | None = None) -> Any:
     """One verb -> noun sunburst per (source, round): seed, round 1, 2, 3 ...
 
     `sun` is sunburst.csv: counts from every parsed item, with "(other)" wedges, so each
-    sunburst's total is the number of items parsed in that round."""
+    sunburst's total is the number of items parsed in that round. `banner` is written
+    above the panels (the report names the task-verb reading there, so that a copy of
+    the chart alone still says it is not the paper's definition)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -72,6 +74,9 @@ def sunburst_figure(sun: Any) -> Any:
                                   hovertemplate="%{id}: %{value} items<extra></extra>"),
                       row=i // cols + 1, col=i % cols + 1)
     fig.update_layout(height=max(430, (1240 // cols + 40) * rows), margin=dict(l=10, r=10, t=40, b=10))
+    if banner:
+        fig.update_layout(title=dict(text=banner, x=0.01, y=0.995, yanchor="top", font=dict(size=14, color="#b54708")),
+                          margin=dict(t=70))
     return fig
 
 

@@ -4,7 +4,10 @@ The page embeds plotly's JavaScript inline, so it opens offline and can be maile
 file. Sections: headline table, verb-noun sunbursts, round-by-round comparison,
 distributions, operator / task-form / generator mix, the object long tail, bad input,
 and examples (each seed item beside its evolved versions, with the judge's scores and
-reasons). Every text from the data is HTML-escaped.
+reasons and the verb-noun pair each question was counted with). The verb-noun section
+says which reading the pairs follow (`evol analyze --verb-reading`): MMEvol's definition,
+or the task-verb reading, labelled as not comparable with the paper. Every text from the
+data is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 .ex table{width:100%;table-layout:fixed} .ex td{font-size:12px;word-wrap:break-word}
 .kept{color:#1a7f37;font-weight:600} .dropped{color:#b42318;font-weight:600}
 .nodata{color:#888;font-style:italic} .bad{color:#b42318} code{background:#f4f4f4;padding:0 3px}
+.reading{border:2px solid #b54708;background:#fffaeb;color:#7a2e0e;border-radius:6px;padding:8px 10px;margin:6px 0 10px}
+.vn{color:#175cd3}
 """
 
 # After load, each chart's page position goes into a data-rect attribute ("x,y,width,height"
@@ -43,6 +48,19 @@ th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 _RECT_SCRIPT = """window.addEventListener('load',function(){document.querySelectorAll('.plotly-graph-div')
 .forEach(function(d){var r=d.getBoundingClientRect();d.setAttribute('data-rect',[r.left+window.scrollX,
 r.top+window.scrollY,r.width,r.height].map(Math.round).join(','));});});"""
+
+# After load (and after every redraw), the sunburst chart div gets a data-sunbursts attribute
+# with what the live plot holds: per drawn sunburst trace group, the trace name, the root total
+# plotly computed (its hierarchy's value) and how many wedges it drew, e.g.
+# [{"name":"run · seed","total":40,"slices":17}]. "[]" when plotly drew nothing. Only an
+# attribute: the page looks the same.
+_SUNBURST_SCRIPT = """window.addEventListener('load',function(){var gd=document.getElementById('chart-sunburst');
+if(!gd)return;function note(){var out=[];gd.querySelectorAll('g.trace.sunburst').forEach(function(g){
+var cd=g.__data__||[],c0=cd[0]||{},h=c0.hierarchy;out.push({name:c0.trace?c0.trace.name:null,
+total:h?h.value:null,slices:g.querySelectorAll('g.slice').length});});
+gd.setAttribute('data-sunbursts',JSON.stringify(out));}note();if(gd.on)gd.on('plotly_afterplot',note);});"""
+
+TASK_BANNER = "Task-verb reading (--verb-reading task): not MMEvol's definition, not comparable with the paper"
 
 _SUMMARY_COLUMNS = [
     ("source", "source"), ("round", "round"), ("records", "records"), ("items", "items"),
@@ -85,7 +103,8 @@ def write_report(analysis_dir: str | Path, out_html: str | Path | None = None) -
          "verb. Inner ring: the main verb; outer ring: its object noun ('(none)' when the object is a "
          "question word or pronoun); '(other)' gathers the verbs and nouns not named, so each sunburst "
          "adds up to the items parsed. A verb keeps its colour in every panel.",
-         sunburst_figure(sun)),
+         sunburst_figure(sun, banner=TASK_BANNER if (meta.get("settings") or {}).get("verb_reading") == "task"
+                         else None)),
         ("comparison", "Round by round", "Each line is one input; round 0 is the seed items.",
          comparison_figure(summary)),
         ("distributions", "Distributions", "Share of items per value, one bar series per input and round.",
@@ -99,6 +118,8 @@ def write_report(analysis_dir: str | Path, out_html: str | Path | None = None) -
              "<h2>Summary</h2>", _summary_table(summary)]
     for key, title, note, fig in figures:
         parts.append(f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(note)}</p>")
+        if key == "sunburst":
+            parts.append(reading_note(meta.get("settings") or {}))
         if fig is None:
             parts.append("<p class='note nodata'>no data</p>")
             continue
@@ -106,13 +127,13 @@ def write_report(analysis_dir: str | Path, out_html: str | Path | None = None) -
                                  config={"displaylogo": False, "responsive": True},
                                  default_width="100%", default_height=f"{fig.layout.height or 450}px"))
     parts += ["<h2>Bad input</h2>", _bad_input(summary, sources),
-              "<h2>Examples</h2>", _examples(examples)]
+              "<h2>Examples</h2>", _examples(examples, parsing_state(meta.get("settings") or {}))]
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>evol report: {html.escape(', '.join(i['label'] for i in meta.get('inputs', [])))}</title>"
         f"<style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
-        f"<body><main>{''.join(parts)}</main><script>{_RECT_SCRIPT}</script></body></html>"
+        f"<body><main>{''.join(parts)}</main><script>{_RECT_SCRIPT}{_SUNBURST_SCRIPT}</script></body></html>"
     )
     out = Path(out_html) if out_html is not None else folder / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,9 +172,59 @@ def _inputs_line(meta: dict) -> str:
                        for i in meta.get("inputs", []))
     settings = meta.get("settings", {})
     parser = settings.get("backend") or "off"
+    if settings.get("backend") and settings.get("verb_reading"):
+        parser = f"{parser}, {settings['verb_reading']} reading"
     kept = "kept evolved items only" if settings.get("kept_only") else "all evolved items"
     return (f"Inputs: {inputs}. {meta.get('items', 0):,} items analysed ({kept}; verb-noun parser: "
             f"{html.escape(str(parser))}), {meta.get('created', '')}.")
+
+
+def reading_note(settings: dict[str, Any]) -> str:
+    """What the verb-noun section says about the reading the pairs were parsed with
+    (analysis.json "settings"): a line for MMEvol's definition, a clear label for the
+    task-verb reading, and what is known when the folder did not record it."""
+    reading = settings.get("verb_reading")
+    if not settings.get("backend"):
+        return "<p class='note'>Verb-noun parsing was off (<code>--parser none</code>).</p>"
+    if reading == "paper":
+        return ("<p class='note' id='verb-reading'>Verb-noun reading: <b>paper</b> "
+                "(<code>--verb-reading paper</code>). Pairs follow MMEvol's definition (arXiv 2409.05840): the "
+                "verb closest to the root and its first direct-object noun; a main verb \"be\" stays \"be\".</p>")
+    if reading == "task":
+        return ("<div class='reading' id='verb-reading'><b>Task-verb reading, not the paper's definition.</b> "
+                "These pairs were parsed with <code>--verb-reading task</code>: questions whose main verb is "
+                "\"be\" are named by their task (identify, count, locate, check, explain, describe). The sunbursts "
+                "and pair counts are not comparable with MMEvol's sunburst (arXiv 2409.05840); analyse again with "
+                "<code>--verb-reading paper</code> for that.</div>")
+    if reading is None:
+        # folders written before --verb-reading: evol's parser then named "be" questions by their task
+        return ("<p class='note' id='verb-reading'>Verb-noun reading not recorded. Folders written before "
+                "<code>--verb-reading</code> existed do not say; evol's parser then named questions with a main "
+                "verb \"be\" by their task (as <code>--verb-reading task</code> does), so do not compare such a "
+                "folder with MMEvol's sunburst. Run <code>evol analyze</code> again to record the reading.</p>")
+    return (f"<div class='reading' id='verb-reading'>Unknown verb-noun reading "
+            f"<code>{html.escape(str(reading))}</code>: not comparable with MMEvol's sunburst.</div>")
+
+
+def pair_text(item: dict[str, Any], parsing: str) -> str | None:
+    """An example item's parsed pair as shown ("verb / noun", "-" for no noun, "no verb"),
+    "not parsed" when parsing was off (`parsing` "off"), "not counted" for an item the
+    analysis skipped (--kept-only), None when the folder predates per-item pairs ("old")."""
+    vn = item.get("verb_noun")
+    if vn is None:
+        return {"off": "not parsed", "on": "not counted (--kept-only)"}.get(parsing)
+    if vn.get("verb"):
+        return f"{vn['verb']} / {vn.get('noun') or '-'}"
+    why = {"empty": "empty", "non_english": "non-English", "parse_error": "parse error"}.get(vn.get("status") or "")
+    return f"no verb ({why})" if why else "no verb"
+
+
+def parsing_state(settings: dict[str, Any]) -> str:
+    """"off" when nothing was parsed, "on" when example items carry their pairs, "old" for
+    folders written before they did (no "verb_reading" setting)."""
+    if not settings.get("backend"):
+        return "off"
+    return "on" if "verb_reading" in settings else "old"
 
 
 def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
@@ -195,9 +266,12 @@ def _bad_input(summary: Any, sources: list[dict]) -> str:
     return "".join(out)
 
 
-def _item_cell(item: dict, evolved: bool = False) -> str:
+def _item_cell(item: dict, evolved: bool = False, parsing: str = "on") -> str:
     question = html.escape(item.get("question", "")) or "<i class='bad'>(empty)</i>"
     text = f"<b>Q:</b> {question}<br><b>A:</b> {html.escape(item.get('answer', ''))}"
+    pair = pair_text(item, parsing)
+    if pair is not None:
+        text += f"<br><small class='vn'>verb-noun: {html.escape(pair)}</small>"
     meta = []
     if item.get("format"):
         meta.append(html.escape(item["format"]))
@@ -218,7 +292,7 @@ def _item_cell(item: dict, evolved: bool = False) -> str:
     return text
 
 
-def _examples(examples: dict[str, list[dict]]) -> str:
+def _examples(examples: dict[str, list[dict]], parsing: str = "on") -> str:
     out = []
     for source, records in examples.items():
         for ex in records:
@@ -226,7 +300,7 @@ def _examples(examples: dict[str, list[dict]]) -> str:
             head = "<th>seed</th>" + "".join(f"<th>round {r}</th>" for r in rounds)
             rows = []
             for seed in ex.get("items", []) or [{}]:
-                cells = [f"<td>{_item_cell(seed) if seed else '<i>no seed items</i>'}</td>"]
+                cells = [f"<td>{_item_cell(seed, parsing=parsing) if seed else '<i>no seed items</i>'}</td>"]
                 chain = {seed.get("id")}
                 for r in rounds:
                     version = next(v for v in ex["versions"] if v["round"] == r)
@@ -236,7 +310,8 @@ def _examples(examples: dict[str, list[dict]]) -> str:
                         cell = f"<span class='bad'>round failed: {html.escape(version.get('error') or '')}</span>"
                     else:
                         cell = f"<small>operator: {html.escape(version['operator'])}</small><br>" + (
-                            "<hr>".join(_item_cell(it, evolved=True) for it in children) or "<i>no rewrite</i>")
+                            "<hr>".join(_item_cell(it, evolved=True, parsing=parsing) for it in children)
+                            or "<i>no rewrite</i>")
                     cells.append(f"<td>{cell}</td>")
                 rows.append("<tr>" + "".join(cells) + "</tr>")
             caption = f"<br><small>{html.escape(ex['caption'])}</small>" if ex.get("caption") else ""
