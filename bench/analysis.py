@@ -95,8 +95,13 @@ import json, re, sys, time
 from evol.analysis import analyze
 t = time.perf_counter()
 r = analyze([sys.argv[1]], sys.argv[2], n_process=int(sys.argv[3]), verbnoun=sys.argv[4] == "1")
+wall = time.perf_counter() - t
+from evol.analysis.report import write_report
+t = time.perf_counter()
+page = write_report(sys.argv[2])
 hwm = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-print(json.dumps({"peak_mb": hwm / 1024, "items": r["items"], "wall_s": time.perf_counter() - t}))
+print(json.dumps({"peak_mb": hwm / 1024, "items": r["items"], "wall_s": wall, "report_s": time.perf_counter() - t,
+                  "report_kb": page.stat().st_size / 1024}))
 """
 
 
@@ -136,7 +141,8 @@ def bench_memory(sizes: list[int], processes: int, parse: bool) -> None:
                 raise SystemExit(1)
             r = json.loads(res.stdout.strip().splitlines()[-1])
             print(f"  {n:,} records ({mb:,.0f} MB, {r['items']:,} items, verb-noun {'on' if parse else 'off'}): "
-                  f"peak RSS {r['peak_mb']:,.1f} MB, {r['wall_s']:.1f} s ({r['items'] / r['wall_s']:,.0f} items/s)")
+                  f"peak RSS {r['peak_mb']:,.1f} MB, {r['wall_s']:.1f} s ({r['items'] / r['wall_s']:,.0f} items/s); "
+                  f"report {r['report_kb']:,.0f} KB in {r['report_s']:.1f} s")
 
 
 def bench_long_instructions() -> None:

@@ -176,12 +176,31 @@ class EvolveConfig(ModelAccess):
                                     show="equal weights")
     top_p: float = setting(1.0, "Nucleus sampling for evolution")
     judge_temperature: float = setting(0.0, "Sampling temperature of the judge")
+    checks: list[str] = setting(default_factory=lambda: ["rules", "judge"],
+                                help="Elimination stages, comma separated: rules, judge, blind (answered "
+                                     "without the picture?), answer (the model's own answer agrees?); blind and "
+                                     "answer cost a call each per record and round", show="rules,judge")
     min_score: float = setting(0.0, "Keep only improved items scored at least this", ge=0, le=10)
     include_seeds: bool = setting(False, "Also write seed items to llava.json", flag="--include-seeds/--no-seeds")
     input_format: str = setting("auto", "auto, llava, mmevol or evol")
     limit: int | None = setting(None, "Only the first N input records", ge=1)
 
     _lists = field_validator("base_url", "judge_base_url", mode="before")(classmethod(lambda cls, v: _endpoints(v)))
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _known_checks(cls, v: Any) -> Any:
+        from evol.eliminator.stages import STAGES
+
+        v = _comma_list(v)
+        if isinstance(v, list):
+            unknown = [c for c in v if c not in STAGES]
+            if unknown:
+                raise ValueError(f"unknown check {', '.join(map(repr, unknown))} (available: {', '.join(STAGES)})")
+            if "judge" not in v:
+                raise ValueError("the judge cannot be left out of --checks: it decides what improved")
+            v = [c for c in STAGES if c in v]  # always run in their own order
+        return v
 
     @field_validator("judge_base_url")
     @classmethod

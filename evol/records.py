@@ -35,12 +35,17 @@ class Step(_Model):
 
 
 class Verdict(_Model):
-    """The eliminator's decision on one item. `rule` is set when a rule check decided."""
+    """The eliminator's decision on one item. `rule` is set when a rule check decided;
+    `stage` when a check after the judge (blind, answer) overturned the judge's verdict.
+    `checks` holds what each later check found ({"blind": "cannot tell", ...}), and the
+    judge's own reason once a later check has replaced `reason`."""
 
     improved: bool
     score: float = Field(ge=0, le=10)
     reason: str = ""
     rule: str | None = None
+    stage: str | None = None
+    checks: dict[str, str] | None = None
 
 
 class Item(_Model):
@@ -108,6 +113,8 @@ class Version(_Model):
     tokens_in: int = 0
     tokens_out: int = 0
     requests: int = 0  # model calls this round made (cached answers included)
+    # the same per stage (evolve, judge, blind, answer): [requests, tokens_in, tokens_out]
+    usage: dict[str, list[int]] | None = None
 
 
 class Record(_Model):

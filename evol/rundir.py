@@ -30,6 +30,7 @@ from typing import Any
 
 from evol import __version__
 from evol.io import LlavaWriter, llava_entry, read_jsonl_tolerant
+from evol.eliminator.stages import STAGES, stage_counts
 from evol.records import Record
 
 
@@ -374,6 +375,7 @@ def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_s
     """
     per_round: dict[int, Counter] = defaultdict(Counter)
     per_operator: dict[str, Counter] = defaultdict(Counter)
+    per_stage: dict[str, Counter] = defaultdict(Counter)  # examined, rejected, requests, tokens
     totals: Counter = Counter()
     below = run.rejects.with_suffix(".threshold.tmp")
     with LlavaWriter(run.llava) as llava, open(below, "w", encoding="utf-8") as below_out:
@@ -386,6 +388,7 @@ def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_s
                     totals["llava_entries"] += 1
             kept_any = False
             for v in rec.versions:
+                stage_counts(v, per_stage)
                 kept = [it for it in v.items if it.passes(min_score)]
                 judged = [it for it in v.items if it.verdict is not None and it.verdict.rule is None]
                 for c in (per_round[v.round], per_operator[v.operator]):
@@ -453,6 +456,7 @@ def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_s
             "rejects_by_stage": dict(reject_stages),
         },
         "rounds": {str(r): summarise(c) for r, c in sorted(per_round.items())},
+        "stages": {k: dict(per_stage[k]) for k in STAGES if k in per_stage},
         "operators": {k: summarise(c) for k, c in sorted(per_operator.items())},
         "tokens": {"in": totals["tokens_in"], "out": totals["tokens_out"]},
         "model_calls": totals["requests"],

@@ -29,6 +29,7 @@ from evol.cache import write_failure
 from evol.config import EvolveConfig
 from evol.eliminator.judge import Judge
 from evol.eliminator.rules import check_rules
+from evol.eliminator.stages import LaterChecks
 from evol.images import ImageError, ImageStore
 from evol.io import JsonlWriter, ReadResult, read_records
 from evol.operators import OPERATORS, choose_operator, record_rng
@@ -172,6 +173,10 @@ class Runner:
         self.judge = Judge()
         self.sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
         self.judge_sampling = Sampling(cfg.judge_temperature, 1.0, cfg.max_tokens, cfg.seed)
+        checks = tuple(cfg.checks)
+        self.rules_on = "rules" in checks
+        self.later = LaterChecks(checks, self.judge_backend, self.judge_sampling,
+                                 cfg.judge_image and cfg.send_images, self._call, self._forget)
         self._records: JsonlWriter | None = None
         self._rejects: JsonlWriter | None = None
 
@@ -282,7 +287,7 @@ class Runner:
         self.stats.pending += 1
         self.stats.pending_reasons[reason] += 1
 
-    async def _call(self, backend: Backend, request: Request, version: Version) -> Reply:
+    async def _call(self, backend: Backend, request: Request, version: Version, stage: str = "evolve") -> Reply:
         """One call; its request and tokens go to the round's `version` and the run's stats.
 
         An answered call counts as one request with its answer's tokens, retries or not,
@@ -294,14 +299,10 @@ class Runner:
         except BackendError as exc:
             if exc.attempts and not exc.accounted:  # callers sharing one call count it once
                 exc.accounted = True
-                version.requests += exc.attempts
-                version.tokens_in += exc.tokens_in
-                version.tokens_out += exc.tokens_out
+                _count(version, stage, exc.attempts, exc.tokens_in, exc.tokens_out)
                 self.stats.usage.gave_up(exc)
             raise
-        version.requests += 1
-        version.tokens_in += reply.tokens_in
-        version.tokens_out += reply.tokens_out
+        _count(version, stage, 1, reply.tokens_in, reply.tokens_out)
         self.stats.usage.answered(reply)
         return reply
 
@@ -344,6 +345,9 @@ class Runner:
             version.items = result.items
             self.stats.items_evolved += len(result.items)
             await self._judge(rec, version, parents, reject)
+            if version.status == "judged":
+                await self.later.run(rec, version)
+                self.stats.errors += version.status != "judged"
             for child in version.items:
                 v = child.verdict
                 if v is None:
@@ -351,7 +355,7 @@ class Runner:
                 if child.passes(cfg.min_score):
                     self.stats.items_kept += 1
                 elif not v.improved:
-                    reject(v.reason or "not improved", "rule" if v.rule else "judge", rnd, child.id)
+                    reject(v.reason or "not improved", v.stage or ("rule" if v.rule else "judge"), rnd, child.id)
                 # improved but scored below --min-score: a threshold, not a verdict, so
                 # `finalize` writes that reject (and rewrites it when `evol filter` changes it)
         return rejects
@@ -362,7 +366,7 @@ class Runner:
         pairs: list[tuple[Item, Item]] = []
         for child in version.items:
             parent = by_id[child.parent]
-            child.verdict = check_rules(child, parent, rec)
+            child.verdict = check_rules(child, parent, rec) if self.rules_on else None
             if child.verdict is None:
                 pairs.append((parent, child))
         if not pairs:
@@ -372,7 +376,7 @@ class Runner:
             sampling=self.judge_sampling,
         )
         try:
-            verdicts = self.judge.parse(await self._call(self.judge_backend, request, version), pairs)
+            verdicts = self.judge.parse(await self._call(self.judge_backend, request, version, "judge"), pairs)
         except (TransportError, RunStopped):
             raise
         except BackendError as exc:
@@ -394,6 +398,19 @@ class Runner:
         forget = getattr(backend, "forget", None)
         if forget is not None:
             forget(request)
+
+
+def _count(version: Version, stage: str, requests: int, tokens_in: int, tokens_out: int) -> None:
+    """A call's requests and tokens, into the round and into the round's stage."""
+    version.requests += requests
+    version.tokens_in += tokens_in
+    version.tokens_out += tokens_out
+    usage = version.usage if version.usage is not None else {}
+    row = usage.setdefault(stage, [0, 0, 0])
+    row[0] += requests
+    row[1] += tokens_in
+    row[2] += tokens_out
+    version.usage = usage
 
 
 def _no_items_reason(rec: Record) -> str:
