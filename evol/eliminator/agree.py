@@ -24,6 +24,7 @@ _NO = frozenset({"no", "nope", "false", "incorrect"})
 _PUNCT = str.maketrans({c: " " for c in string.punctuation if c not in "%."})
 _LETTER = re.compile(r"^\s*(?:\(([a-h])\)|([a-h])(?:[.):]|\s*$))\s*(.*)$", re.IGNORECASE | re.DOTALL)
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
+_NEGATION = frozenset({"not", "no", "never", "neither", "nor", "without"})
 
 
 def normalise(text: str) -> str:
@@ -71,9 +72,15 @@ def agree(expected: str, got: str, options: list[str] | None = None) -> bool | N
     x, y = normalise(expected), normalise(got)
     if x == y:
         return True
-    first_x, first_y = (x.split() or [""])[0], (y.split() or [""])[0]
-    if first_x in ("yes", "no") and first_y in ("yes", "no"):
-        return first_x == first_y  # "Yes, it is." against "yes"
-    if _NUMBER.match(first_x) and _NUMBER.match(first_y):
-        return float(first_x) == float(first_y)  # "2 cups" against "two"
+    wx, wy = x.split() or [""], y.split() or [""]
+    if wx[0] in ("yes", "no") and wy[0] in ("yes", "no"):
+        return wx[0] == wy[0]  # "Yes, it is." against "yes"
+    nx, ny = [w for w in wx if _NUMBER.match(w)], [w for w in wy if _NUMBER.match(w)]
+    if len(nx) == 1 and len(ny) == 1:
+        return float(nx[0]) == float(ny[0])  # "There are 3 cups" against "three"
+    if nx or ny:
+        return False
+    shorter, longer = (wx, wy) if len(wx) <= len(wy) else (wy, wx)
+    if len(shorter) == 1 and shorter[0] in longer and not _NEGATION & set(longer):
+        return True  # "red" against "it is red"
     return False
