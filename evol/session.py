@@ -177,7 +177,7 @@ def check_same_run(run: RunDir, cfg: EvolveConfig, identity: dict, *, ray: bool 
     if not old:
         return
     keys = ("rounds", "backend", "model", "judge_model", "seed", "mix", "min_score", "temperature", "top_p",
-            "send_images", "judge_image", "max_side", "image_detail", "max_tokens", "judge_temperature")
+            "send_images", "judge_image", "max_side", "image_detail", "max_tokens", "judge_temperature", "checks")
     changed = [k for k in keys if k in old and old[k] != cfg.public().get(k)]
     if changed:
         raise EvolError(f"{run.root} holds a run made with other settings ({', '.join(changed)}); use another --out")
@@ -494,6 +494,8 @@ def _finish(cfg, run, stats, total, started, t0, slot, server, prompts, *, more:
     say(f"{'done' if complete else 'incomplete'}: {c['records_out']} records, {c['llava_entries']} kept items "
         f"in {run.llava}; {c['records_rejected']} records rejected, rejects in {run.rejects}; {_requests_line(stats)}"
         + _cost_line(manifest.get("cost")))
+    for line in stage_lines(manifest.get("stages"), cfg.checks):
+        say(line)
     result = EvolveResult(run.root, status, counts=c, manifest=manifest, pending=pending if known else None,
                           stopped=stats.stop_cause)
     if complete:
@@ -505,6 +507,27 @@ def _finish(cfg, run, stats, total, started, t0, slot, server, prompts, *, more:
     for reason, n in stats.pending_reasons.most_common(3):
         say(f"  pending: {n} x {reason}")
     return result
+
+
+_STAGE_REJECTS = {"blind": "answerable without the picture", "answer": "answer disagrees with the picture"}
+
+
+def stage_lines(stages: dict | None, checks=None) -> list[str]:
+    """One summary line per later elimination stage the run used (blind, answer), from the
+    manifest's "stages": "blind check: 12 examined, 3 rejected (answerable without the
+    picture), 12 requests". `checks` (the run's --checks) adds a stage that examined nothing."""
+    from evol.eliminator.stages import LATER
+
+    stages = stages if isinstance(stages, dict) else {}
+    lines = []
+    for stage in LATER:
+        s = stages.get(stage)
+        if not isinstance(s, dict) and stage not in (checks or ()):
+            continue
+        s = s if isinstance(s, dict) else {}
+        lines.append(f"{stage} check: {s.get('examined', 0):,} examined, {s.get('rejected', 0):,} rejected "
+                     f"({_STAGE_REJECTS[stage]}), {s.get('requests', 0):,} requests")
+    return lines
 
 
 def _invocation_entry(started: str, t0: float, stats, status: str, pending: int | None = None, *,
@@ -562,13 +585,24 @@ def _cost_line(spent: dict | None) -> str:
     return f"; cost {spent['money']:.4g} ({parts})"
 
 
+def _dry_requests(est) -> str:
+    """The dry run's requests per stage: "operator 10, judge 10", and with later checks
+    ", blind 20, answer 20: a check and at most one comparison of answers each ..."."""
+    later = [stage for stage in est.stages if stage not in ("operator", "judge")]
+    text = est.requests_text()
+    if later:
+        text += (f"; {' and '.join(later)}: a check and at most one comparison of answers per record and round "
+                 "each, on the judge's backend")
+    return text
+
+
 def _dry_run(cfg: EvolveConfig, images) -> EvolveResult:
     from evol.dryrun import estimate
 
     est = estimate(cfg, images)
     say(f"dry run: {est.records} records ({est.items} seed items) x {cfg.rounds} rounds; "
         f"{est.rejected} records would be rejected on read\n"
-        f"  requests: at most {est.requests:,} (operator + judge per round)\n"
+        f"  requests: at most {est.requests:,} ({_dry_requests(est)})\n"
         f"  tokens:   about {est.tokens_in:,} in, {est.tokens_out:,} out\n"
         f"  cost:     {est.cost_text()}\n"
         "  nothing was called.")

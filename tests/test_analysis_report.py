@@ -347,3 +347,25 @@ def test_examples_say_not_parsed_without_a_parser(tmp_path):
     page = write_report(tmp_path / "a").read_text(encoding="utf-8")
     assert "verb-noun: not parsed" in page and "verb-noun: describe" not in page
     assert "Verb-noun parsing was off" in page
+
+
+def test_report_has_no_stage_table_without_per_stage_figures(analysis_dir, tmp_path):
+    page = write_report(analysis_dir, tmp_path / "page.html").read_text(encoding="utf-8")
+    assert "Elimination stages" not in page  # a run folder whose manifest has no "stages", and a file
+
+
+def test_report_stage_table_from_a_manifest_escapes_and_says_no_data(tmp_path):
+    run = make_run(tmp_path / "r")
+    manifest = {"config": {"model": "m", "rounds": 2}, "stages": {
+        "rules": {"examined": 4, "rejected": 1},
+        "judge": {"examined": 3, "rejected": 1, "requests": 3, "tokens_in": 1200, "tokens_out": 90},
+        "blind": {"examined": 2}, "<i>odd</i>": {"examined": 1, "rejected": 1, "requests": 1}}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    analyze([str(run)], tmp_path / "a", labels=["run"], verbnoun=False)
+    page = write_report(tmp_path / "a").read_text(encoding="utf-8")
+    section = page.split("<h2>Elimination stages</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<i>odd</i>" not in section and "&lt;i&gt;odd&lt;/i&gt;" in section
+    assert "<td class='num'>1,200</td>" in section and "<td class='num'>0.333</td>" in section
+    blind = section.split("<td>blind</td>", 1)[1].split("</tr>", 1)[0]
+    assert blind.count("no data") == 3  # requests, tokens in, tokens out
+    assert "<td class='num'>0</td>" in blind  # examined, no rejection named: none

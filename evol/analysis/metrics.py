@@ -271,13 +271,29 @@ class SourceStats:
             self.error_examples.append(message)
 
     def row(self) -> dict[str, Any]:
+        stages = self.stages()
         return {
             "source": self.label, "path": self.path, "kind": self.kind, "records": self.records,
             "read_errors": self.read_errors, "records_without_items": self.records_without_items,
             "records_without_versions": self.records_without_versions,
             "rejects_by_stage": dict(self.rejects_by_stage), "error_examples": list(self.error_examples),
-            "manifest": self.manifest,
+            "manifest": {**self.manifest, "stages": stages} if stages else self.manifest,
         }
+
+    def stages(self) -> dict[str, Any] | None:
+        """A run folder's per-stage elimination figures, as its manifest keeps them ("stages":
+        stage -> examined, rejected, requests, tokens_in, tokens_out); None for a file or a
+        run made before they were kept."""
+        if "stages" in self.manifest:
+            return self.manifest["stages"] or None
+        if self.kind != "run":
+            return None
+        from pathlib import Path
+
+        from evol.rundir import RunDir
+
+        stages = RunDir(Path(self.path)).read_manifest().get("stages")
+        return stages if isinstance(stages, dict) and stages else None
 
 
 class ExampleSampler:
@@ -359,6 +375,8 @@ def example_of(record: Record, order: int = 0) -> dict[str, Any]:
         if it.verdict is not None:
             view["verdict"] = {"improved": it.verdict.improved, "score": it.verdict.score,
                                "reason": _clip(it.verdict.reason, 400), "rule": it.verdict.rule}
+            if getattr(it.verdict, "stage", None):  # a later check (blind, answer) rejected it
+                view["verdict"]["stage"] = it.verdict.stage
         return view
 
     return {

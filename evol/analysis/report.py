@@ -3,7 +3,9 @@
 The page embeds plotly's JavaScript inline, so it opens offline and can be mailed as one
 file. Sections: headline table, verb-noun sunbursts, round-by-round comparison,
 distributions, operator / task-form / generator mix, the object long tail, bad input,
-and examples (each seed item beside its evolved versions, with the judge's scores and
+elimination stages (per run folder whose manifest counts them: items examined and
+rejected by the rules, the judge and the blind and answer checks, their requests and
+tokens) and examples (each seed item beside its evolved versions, with the judge's scores and
 reasons and the verb-noun pair each question was counted with). The verb-noun section
 says which reading the pairs follow (`evol analyze --verb-reading`): MMEvol's definition,
 or the task-verb reading, labelled as not comparable with the paper. Every text from the
@@ -126,8 +128,14 @@ def write_report(analysis_dir: str | Path, out_html: str | Path | None = None) -
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{key}",
                                  config={"displaylogo": False, "responsive": True},
                                  default_width="100%", default_height=f"{fig.layout.height or 450}px"))
-    parts += ["<h2>Bad input</h2>", _bad_input(summary, sources),
-              "<h2>Examples</h2>", _examples(examples, parsing_state(meta.get("settings") or {}))]
+    parts += ["<h2>Bad input</h2>", _bad_input(summary, sources)]
+    stages = stages_table(sources)
+    if stages:
+        parts += ["<h2>Elimination stages</h2>", "<p class='note'>Per run input, as its manifest counts them: "
+                  "items each stage examined (those every earlier stage kept) and rejected, the share rejected, "
+                  "and the requests and tokens its calls took (a check's comparisons of answers included; the "
+                  "rules call nothing).</p>", stages]
+    parts += ["<h2>Examples</h2>", _examples(examples, parsing_state(meta.get("settings") or {}))]
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -246,6 +254,47 @@ def _summary_table(summary: Any) -> str:
     return _table(summary.to_dict("records"), _SUMMARY_COLUMNS)
 
 
+_STAGE_COLUMNS = [
+    ("source", "source"), ("stage", "stage"), ("examined", "examined"), ("rejected", "rejected"),
+    ("share", "share rejected"), ("requests", "requests"), ("tokens_in", "tokens in"), ("tokens_out", "tokens out"),
+]
+_STAGE_ORDER = ("rules", "judge", "blind", "answer")
+
+
+def stage_rows(sources: list[dict]) -> list[dict[str, Any]]:
+    """One row per run input and elimination stage in its manifest's "stages" (sources.json
+    rows): examined, rejected, share rejected, requests, tokens in and out; None ("no data")
+    where the manifest lacks a figure. The manifest counts from zero, so a stage that
+    examined items but names no rejections rejected none, and the rules make no requests."""
+    rows = []
+    for src in sources:
+        stages = (src.get("manifest") or {}).get("stages")
+        if not isinstance(stages, dict):
+            continue
+        names = [k for k in _STAGE_ORDER if k in stages] + [k for k in stages if k not in _STAGE_ORDER]
+        for name in names:
+            st = stages[name] if isinstance(stages[name], dict) else {}
+            row: dict[str, Any] = {"source": src.get("source"), "stage": name}
+            for key in ("examined", "rejected", "requests", "tokens_in", "tokens_out"):
+                v = st.get(key)
+                row[key] = v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+            if row["rejected"] is None and row["examined"] is not None and "rejected" not in st:
+                row["rejected"] = 0
+            if name == "rules":
+                for key in ("requests", "tokens_in", "tokens_out"):
+                    row[key] = 0 if row[key] is None and key not in st else row[key]
+            row["share"] = (round(row["rejected"] / row["examined"], 4)
+                            if row["examined"] and row["rejected"] is not None else None)
+            rows.append(row)
+    return rows
+
+
+def stages_table(sources: list[dict]) -> str:
+    """The "Elimination stages" table, or "" when no run input has per-stage figures."""
+    rows = stage_rows(sources)
+    return _table(rows, _STAGE_COLUMNS) if rows else ""
+
+
 def _bad_input(summary: Any, sources: list[dict]) -> str:
     rows = []
     for src in sources:
@@ -285,6 +334,8 @@ def _item_cell(item: dict, evolved: bool = False, parsing: str = "on") -> str:
     if v:
         cls, word = ("kept", "kept") if v.get("improved") else ("dropped", "dropped")
         rule = f" by rule <code>{html.escape(v['rule'])}</code>" if v.get("rule") else ""
+        if not rule and v.get("stage") and not v.get("improved"):
+            rule = f" by the {html.escape(str(v['stage']))} check"
         text += (f"<br><span class='{cls}'>{word}{rule}, score {_fmt(v.get('score'))}</span>"
                  f" — {html.escape(v.get('reason') or '')}")
     elif evolved:
