@@ -30,7 +30,7 @@ from typing import Any
 
 from evol import __version__
 from evol.io import LlavaWriter, llava_entry, read_jsonl_tolerant
-from evol.eliminator.stages import STAGES, stage_counts
+from evol.eliminator.stages import STAGE_FIELDS, STAGES, stage_counts
 from evol.records import Record
 
 
@@ -456,7 +456,7 @@ def finalize(run: RunDir, config: dict[str, Any], *, min_score: float, include_s
             "rejects_by_stage": dict(reject_stages),
         },
         "rounds": {str(r): summarise(c) for r, c in sorted(per_round.items())},
-        "stages": {k: dict(per_stage[k]) for k in STAGES if k in per_stage},
+        "stages": {k: {f: per_stage[k][f] for f in STAGE_FIELDS} for k in STAGES if k in per_stage},
         "operators": {k: summarise(c) for k, c in sorted(per_operator.items())},
         "tokens": {"in": totals["tokens_in"], "out": totals["tokens_out"]},
         "model_calls": totals["requests"],

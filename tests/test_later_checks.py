@@ -23,6 +23,7 @@ SAME = "You compare two answers to the same question"
 
 @pytest.mark.parametrize("expected, got, options, same", [
     ("Two.", "2", [], True),
+    ("Two, one at each edge.", "2", [], True),
     ("There are 3 cups", "three", [], True),
     ("Yes, it is red.", "yes", [], True),
     ("No", "Yes.", [], False),

@@ -305,6 +305,10 @@ def _finish(cfg, run, dirs, sizes, before, outcomes, started, t0, prompts, resul
         f"in {run.llava}; {c['records_rejected']} records rejected, rejects in {run.rejects}; "
         f"{inv['model_calls']} requests over {inv['shard_invocations']} shard runs"
         + (f" ({inv['killed']} killed and run again by Ray)" if inv["killed"] else ""))
+    from evol.session import stage_lines
+
+    for line in stage_lines(manifest.get("stages"), cfg.checks):
+        say(line)
     if not complete:
         if stopped:
             note(stopped, "error", "red")

@@ -76,8 +76,8 @@ def agree(expected: str, got: str, options: list[str] | None = None) -> bool | N
     if wx[0] in ("yes", "no") and wy[0] in ("yes", "no"):
         return wx[0] == wy[0]  # "Yes, it is." against "yes"
     nx, ny = [w for w in wx if _NUMBER.match(w)], [w for w in wy if _NUMBER.match(w)]
-    if len(nx) == 1 and len(ny) == 1:
-        return float(nx[0]) == float(ny[0])  # "There are 3 cups" against "three"
+    if nx and ny:  # "There are 3 cups" against "three"; "Two, one at each edge" against "2"
+        return float(nx[0]) == float(ny[0])
     if nx or ny:
         return False
     shorter, longer = (wx, wy) if len(wx) <= len(wy) else (wy, wx)

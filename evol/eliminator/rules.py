@@ -11,6 +11,7 @@ import re
 import string
 from typing import Callable
 
+from evol.eliminator.grounding import grounding_count, grounding_object
 from evol.records import Item, Record, Verdict, format_box
 
 Rule = Callable[[Item, Item, Record], "str | None"]
@@ -164,6 +165,8 @@ RULES: list[tuple[str, Rule]] = [
     ("source_leak", source_leak),
     ("coordinates", foreign_coordinates),
     ("no_gain", no_information_gain),
+    ("grounding-object", grounding_object),  # evol/eliminator/grounding.py
+    ("grounding-count", grounding_count),
 ]
 
 

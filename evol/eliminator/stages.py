@@ -30,6 +30,7 @@ log = logging.getLogger("evol.eliminator")
 STAGES = ("rules", "judge", "blind", "answer")
 DEFAULT_CHECKS = ("rules", "judge")
 LATER = ("blind", "answer")  # the stages this module runs
+STAGE_FIELDS = ("examined", "rejected", "requests", "tokens_in", "tokens_out")  # per stage, in the manifest
 
 Call = Callable[[Backend, Request, Version, str], Awaitable[Reply]]
 
