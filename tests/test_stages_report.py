@@ -188,7 +188,7 @@ def test_the_report_shows_the_stages_as_the_manifest_counts_them(checked_run):
         assert examined == f"{s['examined']:,}"
         assert rejected == f"{s.get('rejected', 0):,}"
         want_share = s.get("rejected", 0) / s["examined"]
-        assert float(share) == pytest.approx(want_share, abs=5e-4)
+        assert float(share) == pytest.approx(want_share, abs=6e-4)  # shown to 3 decimals
         assert requests == f"{s.get('requests', 0):,}"
         assert (t_in, t_out) == (f"{s.get('tokens_in', 0):,}", f"{s.get('tokens_out', 0):,}")
     # an example item a later check dropped says which

@@ -55,6 +55,7 @@ import hmac
 import json
 import math
 import random
+import re
 import signal
 import threading
 import time
@@ -74,10 +75,12 @@ LLAMACPP_REFUSAL = ("1 validation error for ResponseFormat: type: Input should b
                     "[type=literal_error, input_value='json_schema', input_type=str]")
 OLLAMA_REFUSAL = "invalid response_format type 'json_schema': use 'json_object' or the format field"
 
+# No animal or vehicle names (words the grounding rule looks for in an item's text): the
+# placeholder text must not name things the record's pictures do not hold.
 _WORDS = """red blue green yellow small large wooden metal glass striped bright dark shiny round
-square tall narrow distant nearby cluttered empty crowded quiet person child dog cat bicycle car
-bus tree bench table chair window door lamp cup bottle book sign shadow reflection sky cloud
-mountain river road street building bridge boat kitchen shelf plate apple banana umbrella hat
+square tall narrow distant nearby cluttered empty crowded quiet person child calm soft wide
+pale tree bench table chair window door lamp cup bottle book sign shadow reflection sky cloud
+mountain river road street building bridge smooth kitchen shelf plate apple banana faint hat
 jacket bag clock fence grass wall floor ceiling corner left right behind beside under above near
 center foreground background top bottom edge holding sitting standing walking leaning facing
 parked hanging stacked visible partially blurred counted compared scene image photo region
@@ -128,8 +131,10 @@ class ServerConfig:
 class _Generator:
     """Builds a JSON value that satisfies a (subset of) JSON Schema."""
 
-    def __init__(self, rng: random.Random, root: dict, improved_rate: float, overshoot: float = 0.0):
+    def __init__(self, rng: random.Random, root: dict, improved_rate: float, overshoot: float = 0.0,
+                 prompt_labels: list | None = None):
         self.rng, self.root, self.improved_rate = rng, root, improved_rate
+        self.prompt_labels = prompt_labels or []
         # llama.cpp's grammars ignore `maximum`: P(the first bounded integer exceeds it)
         self.overshoot, self.overshot, self.overshot_value = overshoot, False, False
 
@@ -173,7 +178,7 @@ class _Generator:
                 doc["score"] = 1
             return doc
         if kind == "array":
-            return self.array(s)
+            return self.labels(s) if name == "objects" else self.array(s)
         if kind == "boolean":
             rate = self.improved_rate if name == "improved" else 0.5
             return rng.random() < rate
@@ -182,6 +187,13 @@ class _Generator:
         if kind == "null":
             return None
         return self.sentence(question=name == "question")
+
+    def labels(self, s: dict) -> list:
+        """An "objects" list: labels of the prompt's object list ("- cup: [...]"), like a model
+        that names what the picture holds; placeholder words when the prompt lists none."""
+        if not self.prompt_labels:
+            return self.array(s)
+        return self.rng.sample(self.prompt_labels, k=min(len(self.prompt_labels), self.rng.randint(1, 2)))
 
     def array(self, s: dict) -> list:
         """Array of 1..3 items by default.
@@ -241,6 +253,18 @@ def _message_text(messages) -> tuple[str, int]:
     return "\n".join(texts), images
 
 
+_OBJECT_LINE = re.compile(r"^- ([^:\n(]{1,60}?)(?: \(image \d+\))?(?::|$)", re.MULTILINE)
+
+
+def _object_labels(text: str) -> list:
+    """The labels of a "Detected objects:" list in the prompt, in order, once each."""
+    at = text.find("Detected objects:")
+    if at < 0:
+        return []
+    block = text[at:at + 4000].split("\n\n")[0]
+    return list(dict.fromkeys(m.group(1).strip() for m in _OBJECT_LINE.finditer(block)))
+
+
 def _schema_in_text(text: str):
     """The JSON schema right after the marker in the prompt, or None."""
     at = text.find(SCHEMA_MARKER)
@@ -278,7 +302,8 @@ def make_content(body: dict, improved_rate: float = 0.8, *, overshoot: float = 0
         schema, kind = fmt_schema, "format"
     else:
         schema = _schema_in_text(_message_text(body.get("messages"))[0])
-    gen = _Generator(rng, schema or {}, improved_rate, overshoot)
+    gen = _Generator(rng, schema or {}, improved_rate, overshoot,
+                     _object_labels(_message_text(body.get("messages"))[0]))
     if schema is None:
         if kind == "json_object":
             return json.dumps({"answer": gen.sentence()})
