@@ -5,8 +5,9 @@
     python bench/verbnoun_accuracy.py --misses dev          # list what the dev set misses
     python bench/verbnoun_accuracy.py --reading task        # the task-verb reading instead
 
-The labelled sets are in tests/data (see tests/data/README_verbnoun.md). The held-out
-part is scored only when asked, so that it stays aside while rules are worked on.
+The labelled sets are in tests/data (see tests/data/README_verbnoun.md, which also gives
+each set's history: which were scored once unseen, and with what result). The held-out
+sets are scored only when asked.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from collections import defaultdict  # noqa: E402
 
 DATA = REPO / "tests" / "data"
 SETS = {"dev": DATA / "verbnoun_dev.tsv", "gold": DATA / "verbnoun_gold.tsv",
-        "holdout": DATA / "verbnoun_holdout_v2.tsv"}
+        "holdout_v2": DATA / "verbnoun_holdout_v2.tsv", "holdout_v3": DATA / "verbnoun_holdout_v3.tsv",
+        "holdout_v4": DATA / "verbnoun_holdout_v4.tsv", "holdout_v1": DATA / "verbnoun_holdout.tsv"}
+HELD_OUT = ("holdout_v2", "holdout_v3", "holdout_v4", "holdout_v1")
 
 
 def load(path: Path) -> list[dict]:
@@ -61,14 +64,15 @@ def score(parser, rows: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--holdout", action="store_true", help="score the held-out set too")
+    ap.add_argument("--holdout", action="store_true", help="score the held-out sets too (all seen by now: "
+                    "tests/data/README_verbnoun.md gives their history)")
     ap.add_argument("--misses", nargs="*", default=[], help="sets whose misses to list")
     ap.add_argument("--reading", default="paper", choices=["paper", "task"])
     args = ap.parse_args()
     from evol.analysis.verbnoun import VerbNounParser
 
     parser = VerbNounParser(reading=args.reading)
-    names = ["dev", "gold"] + (["holdout"] if args.holdout else [])
+    names = ["dev", "gold"] + (list(HELD_OUT) if args.holdout else [])
     for name in names:
         s = score(parser, load(SETS[name]))
         print(f"{name:8s} {s['n']:4d} items: pair {s['pair']:.1%}  verb {s['verb']:.1%}  noun {s['noun']:.1%}")
