@@ -43,6 +43,11 @@ LIGHT_NOUNS = frozenset(
     "quantity count series collection style form".split()
 )
 COPULA = "be"
+# nouns of a wh-phrase that says when or how much, not what: "What time does it open?"
+ADVERBIAL_NOUNS = frozenset("time year day month date hour minute week point percent degree".split())
+# verbs that take such a phrase as when or how much, not as their object ("open", "rise")
+INTRANSITIVE = frozenset("open close start end begin arrive leave depart land happen occur finish rise fall "
+                         "drop increase decrease grow shrink die live last return".split())
 
 
 _NOUN_TAGS = {"NN": "NOUN", "NNS": "NOUN", "NNP": "PROPN", "NNPS": "PROPN"}
@@ -128,8 +133,9 @@ def choose_pair(frame: Frame, reading: str = "paper") -> tuple[str | None, str |
         word = frame.subject or frame.wh_noun  # with no subject, the wh-phrase is it
     else:
         word = frame.obj
-        if word is None and frame.wh_role != "subject":
-            word = frame.wh_noun
+        if word is None and frame.wh_role != "subject" and frame.wh_noun is not None and not (
+                frame.wh_noun.lemma in ADVERBIAL_NOUNS and lemma in INTRANSITIVE):
+            word = frame.wh_noun  # "Which season does it show?"; not "What time does it open?"
     return lemma, (word.lemma.lower() if word is not None and word.is_noun else None)
 
 

@@ -59,14 +59,15 @@ class Reader:
 
     def sentence(self, s: list[Tok]) -> Frame:
         s = self._unfront(s)
-        if len(s) > 1 and s[0].tag in ("RB", "JJ") and s[0].lower in SEQUENCE and self.lex.can_be_verb(s[1]):
+        if len(s) > 1 and s[0].tag in ("RB", "JJ") and (s[0].lower in SEQUENCE or s[1].tag in ("VB", "VBP")) \
+                and s[0].lower not in AUX and self.lex.can_be_verb(s[1]):
             s = s[1:]  # "First identify the species, then explain ..."
             s[0].tag = "VB"
         if not s or is_label(s):
             return Frame(kind="fragment")
         self._repair(s)
         first = s[0]
-        if first.lower in WH or (first.tag == "IN" and len(s) > 1 and s[1].lower in ("whom", "which", "what")):
+        if first.lower in WH or (first.tag == "IN" and len(s) > 1 and s[1].lower in ("whom", "which", "what", "how")):
             return self._wh_question(s[1:] if first.tag == "IN" else s)
         if first.lower in AUX and len(s) > 1 and not is_verb_start(s[1]):
             return self._yes_no(s)
@@ -101,6 +102,9 @@ class Reader:
             if (question and w.lower.endswith("ing") and w.tag in ("NN", "NNP", "JJ") and prev is not None
                     and prev.tag in ("NN", "NNS", "NNP", "PRP", "RB") and self.lex.can_be_verb(w, "VBG")):
                 w.tag = "VBG"
+        if (s[0].tag in ("NN", "NNS", "VBP") and s[-1].text != "?" and len(s) > 1 and s[1].tag in ("DT", "PRP$")
+                and s[0].lower not in PRONOUNS and self.lex.can_be_verb(s[0])):
+            s[0].tag = "VB"  # "Important: list/NN every ingredient ..."
         if s[0].tag in ("NN", "NNP", "NNS", "JJ", "RB", "IN", "VBP") and s[0].text[:1].isupper() and s[-1].text != "?":
             # "Locate/NNP the person", "Act/NNP as ...", "Refactor/NNP the class": a capitalised order verb
             nxt = s[1] if len(s) > 1 else None
@@ -117,7 +121,8 @@ class Reader:
         """A verb follows at k, after adverbs ("most likely show")."""
         while k < len(s) and (s[k].tag in ("RB", "RBR", "RBS", "MD") or s[k].lower in ("likely", "not", "n't")):
             k += 1
-        return k < len(s) and (s[k].tag.startswith("VB") or (s[k].tag in NOUN_TAGS and self.lex.can_be_verb(s[k])))
+        return k < len(s) and (s[k].tag.startswith("VB") or (
+            s[k].tag in NOUN_TAGS | {"JJ", "RB"} and self.lex.can_be_verb(s[k])))
 
     def _is_order_start(self, s: list[Tok]) -> bool:
         w = s[0]
@@ -171,10 +176,10 @@ class Reader:
         if j < len(s) and s[j].lower in ("the", "a") and j + 1 < len(s) and s[j + 1].lower == "following" \
                 and (j + 2 >= len(s) or s[j + 2].tag in END):
             return None, j + 2
-        return self._np(s, j)
+        return self._np(s, j, obj=True)
 
     def _np(self, s: list[Tok], j: int, with_pp: bool = False, stop: int | None = None,
-            wh: bool = False) -> tuple[Word | None, int]:
+            wh: bool = False, obj: bool = False) -> tuple[Word | None, int]:
         """(head noun, index after the noun phrase) of the phrase at j; None for a pronoun."""
         if j >= len(s):
             return None, j
@@ -192,19 +197,19 @@ class Reader:
         stop = len(s) if stop is None else stop
         while k < stop:
             t = s[k]
-            if k + 1 < stop and s[k + 1].tag == "HYPH" and k + 2 < stop:
+            if k + 1 < stop and (s[k + 1].tag == "HYPH" or s[k + 1].text == "-") and k + 2 < stop:
                 k += 2  # "a thank-you note", "a six-word memoir": the compound goes on
                 if s[k].tag in NOUN_TAGS or s[k].tag == "PRP" or s[k].tag.startswith("VB"):
                     if wordlike(s[k].text) and s[k].tag in NOUN_TAGS:
                         head = s[k]
                     k += 1
                 continue
-            if (t.tag in ("VBP", "VBZ", "VB") and k > j and s[k - 1].tag in NOUN_TAGS | {"PRP"} and s[-1].text != "?"
+            if (obj and t.tag in ("VBP", "VBZ", "VB") and k > j and s[k - 1].tag in NOUN_TAGS | {"PRP"} and s[-1].text != "?"
                     and (k + 1 >= len(s) or s[k + 1].tag in ("IN", ".", ",", "CC", ":")) and self.lex.can_be_noun(t)):
                 # "Write unit tests/VBZ for ...", "a thank-you note/VBP"
                 t.tag = "NNS" if t.lower.endswith("s") else "NN"
             if t.tag in NOUN_TAGS:
-                if head is not None and head.tag in ("NN", "NNS") and t.tag in ("NNP", "NNPS"):
+                if head is not None and head.tag == "NNS" and t.tag in ("NNP", "NNPS"):
                     break  # "how many moons Jupiter has": a proper noun starts a new phrase
                 if wh and head is not None and head.tag == "NNS" and t.tag == "NNS" and self.lex.can_be_verb(t, "VBZ"):
                     t.tag = "VBZ"  # "which of these dates works/NNS for ..."
@@ -213,8 +218,8 @@ class Reader:
                     break  # "the weather today"
                 if t.lower.endswith("ly") and t.lower[:-2] in self.lex.adjs:
                     break  # "Answer briefly/NN": an adverb
-                if not wordlike(t.text):
-                    break  # "the polynomial x^2 + 5x": a formula ends the phrase
+                if not wordlike(t.text) or (head is not None and len(t.text) == 1):
+                    break  # "the polynomial x^2 + 5x", "the inequality y > 2x": a formula ends the phrase
                 if t.lower in PRONOUNS and head is None and t.lower in ("one", "ones", "something", "anything",
                                                                          "everything", "nothing"):
                     return None, k + 1
@@ -290,6 +295,10 @@ class Reader:
     def _after_wh(self, s: list[Tok], j: int, frame: Frame) -> Frame:
         while j < len(s) and (s[j].text == "," or s[j].tag in ("RB", "RBS", "RBR") or s[j].lower == "best"):
             j += 1  # "Which object, ..., is larger?", "Which of these best describes ..."
+        if frame.wh == "how" and j < len(s) and s[j].tag in ("IN", "RP"):
+            aux = next((i for i in range(j + 1, min(j + 8, len(s))) if s[i].lower in AUX), None)
+            if aux is not None:
+                j = aux  # "How high up the wall does it reach?"
         if j >= len(s):
             return frame
         w = s[j]
@@ -335,8 +344,8 @@ class Reader:
                 # "What does this code print/NN?", "Can the robot climb/NN stairs?": the verb
                 # is the last word of the phrase that can be one, after its first noun
                 first = next((i for i in range(start, k) if s[i].tag in NOUN_TAGS), k)
-                verb = next((i for i in range(k - 1, first, -1)
-                             if s[i].tag in NOUN_TAGS and self.lex.can_be_verb(s[i])), None)
+                verb = next((i for i in range(k - 1, first, -1)  # not a name: "drop in March"
+                             if s[i].tag in ("NN", "NNS") and self.lex.can_be_verb(s[i])), None)
                 if verb is not None:
                     s[verb].tag = "VB"
                     subject, k = self._np(s, start, with_pp=True, stop=verb)
@@ -477,6 +486,14 @@ class Reader:
                 s[k + 1].tag.startswith("VB") or s[k + 1].tag in ("RB", "MD") or s[k + 1].lower in AUX):
             saw_be = saw_be or s[k].lower in BE
             k += 1  # auxiliaries before the verb; "how many moons Jupiter has": "has" is the verb
+        if has_subject and (k >= len(s) or not (s[k].tag.startswith("VB") or self.lex.can_be_verb(s[k], "VBZ"))):
+            # "whether the y-axis of the chart starts/NNS at zero": the verb read as a noun
+            first = next((i for i in range(j, k) if s[i].tag in NOUN_TAGS), k)
+            verb = next((i for i in range(k - 1, first, -1)
+                         if s[i].tag in ("NNS", "NN") and self.lex.can_be_verb(s[i], "VBZ")), None)
+            if verb is not None:
+                s[verb].tag = "VBZ" if s[verb].lower.endswith("s") else "VB"
+                subject, k = self._np(s, j, with_pp=True, stop=verb)
         if k >= len(s) or not (s[k].tag.startswith("VB") or self.lex.can_be_verb(s[k], "VBZ")):
             return self._be_frame(frame, subject, s, k)
         main = s[k]
@@ -521,6 +538,9 @@ class Reader:
 
 
 def _stranded(s: list[Tok], k: int) -> bool:
-    """Nothing after k but a preposition left at the end ("made of?", "used for?")."""
+    """A preposition left without its object right after k ("made of?", "used for?",
+    "sold for at the auction?"), or nothing at all."""
     rest = [w for w in s[k:] if w.tag not in (".", ",")]
-    return not rest or (len(rest) == 1 and rest[0].tag in ("IN", "RP", "TO"))
+    if not rest:
+        return True
+    return rest[0].tag in ("IN", "RP", "TO") and (len(rest) == 1 or rest[1].tag in ("IN", "TO"))

@@ -89,7 +89,8 @@ def sentences(words: list[Tok]) -> list[list[Tok]]:
         cur.append(w)
         nxt = words[i + 1] if i + 1 < len(words) else None
         if w.text in ("?", "!", ":", ";") or (w.text == "." and (nxt is None or nxt.text[:1].isupper()
-                                                                or nxt.text[:1].isdigit() or nxt.tag == "_SP")):
+                                                                or nxt.text[:1].isdigit() or nxt.tag == "_SP"
+                                                                or nxt.lower in WH or nxt.lower in AUX)):
             out.append(cur)
             cur = []
     if cur:
@@ -118,9 +119,17 @@ def strip_lead(words: list[Tok]) -> list[Tok]:
     return words
 
 
+LABEL_WORDS = frozenset("note hint context caption background question answer task instruction instructions "
+                        "input output example remember important warning system user assistant reminder "
+                        "tip".split())
+
+
 def is_label(s: list[Tok]) -> bool:
-    """"Interview questions:", "Study guide:", "C++ exam:": a few nouns and a colon."""
+    """"Interview questions:", "Study guide:", "C++ exam:": a few nouns and a colon; or
+    one label word and a colon ("Note:", "Hint:")."""
     words = s[:-1] if s[-1].text == ":" else None
+    if words and len(words) == 1 and words[0].lower in LABEL_WORDS:
+        return True
     return bool(words) and 2 <= len(words) <= 4 and words[-1].tag in NOUN_TAGS and not any(
         w.tag in ("DT", "PRP$", "PRP", "IN", "TO", "WDT", "WP", "WRB", "MD", "CC") or w.lower in AUX for w in words)
 

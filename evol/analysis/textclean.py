@@ -69,6 +69,11 @@ _NUMBERED = re.compile(r"^\s*\(?\d[.)]")
 # quotations and inline code: their words are not the request's ("Translate 'Je ne sais pas'")
 _QUOTES = re.compile(r'"[^"\n]{1,300}"|\u201c[^\u201d\n]{1,300}\u201d|\u2018[^\u2019\n]{1,300}\u2019'
                      r"|(?<![\w'])'[^'\n]{1,200}'(?![\w'])|`[^`\n]{1,200}`")
+# "whats the price", "wheres the cat": the apostrophe people leave out of a question word
+_NO_APOSTROPHE = re.compile(r"\b(what|where|who|how|there)s\b", re.IGNORECASE)
+# an aside in brackets with words in it ("Important (this is for a client): list ..."); not
+# "(a)", "(x - 1)" or coordinates, which have no two words of letters
+_ASIDE = re.compile(r"\((?=[^()\n]{0,200}\b[A-Za-z]{2,}\s+[A-Za-z]{2,}\b)[^()\n]{3,200}\)")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 _SPACE_PUNCT = re.compile(r"\s+([?.!,;:])")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -122,6 +127,7 @@ def clean_instruction(text: str) -> str:
         text = _HOLE_RUNS.sub(_HOLE, text)
         text = _HOLE_LEAD.sub("", text)
     text = _without_code(text)
+    text = _NO_APOSTROPHE.sub(r"\1's", text)
     unquoted = _QUOTES.sub("", text)
     if _LETTER.search(unquoted):  # a text that is all quotation keeps its words
         text = unquoted
@@ -131,7 +137,7 @@ def clean_instruction(text: str) -> str:
             break  # everything below an "Options:" header is the options themselves
         if lines and _OPTION_LINE.match(line) and not _question_line(line):
             continue
-        lines.append(_INLINE_OPTIONS.sub("", line))
+        lines.append(_ASIDE.sub("", _INLINE_OPTIONS.sub("", line)))
     text = "\n".join(part.strip() for part in lines if part.strip())
     stripped = _LATE_BOILERPLATE.sub(" ", _BOILERPLATE.sub(" ", text))
     if _LETTER.search(stripped):  # an instruction that is only boilerplate stays as it is
