@@ -148,7 +148,8 @@ def estimate(cfg: EvolveConfig, images: ImageStore, stream: Iterator[ReadResult]
         op = OPERATORS[choose_operator(record_rng(cfg.seed, rec.id, 1), cfg.mix)]
         request = op.build(rec, rec.items, 1, opts)
         op_in = request.text_chars() // CHARS_PER_TOKEN + per_image * len(rec.images)
-        judge_in = op_in + len(rec.items) * OUT_TOKENS_PER_ITEM
+        # the judge sees the pictures only with --judge-image (the default)
+        judge_in = op_in + len(rec.items) * OUT_TOKENS_PER_ITEM - (0 if cfg.judge_image else per_image * len(rec.images))
         later = _check_tokens(rec, cfg, check_sampling, per_image)
         check_out = len(rec.items) * CHECK_OUT_TOKENS_PER_ITEM
         growth = 1.0

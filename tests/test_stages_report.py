@@ -108,6 +108,9 @@ def test_blind_sends_no_image_tokens_and_answer_sends_them_only_to_a_seeing_judg
     assert blind_judge.stages["answer"]["tokens_in"] < small.stages["answer"]["tokens_in"]
     no_images = _estimate(seeds, checks=checks, max_side=2048, send_images=False)
     assert no_images.stages["answer"] == blind_judge.stages["answer"]
+    # the judge's own estimate leaves the pictures out too when it does not see them
+    per_image = large.stages["judge"]["tokens_in"] - blind_judge.stages["judge"]["tokens_in"]
+    assert per_image > 0 and large.stages["operator"] == blind_judge.stages["operator"]
 
 
 def test_dry_run_prints_requests_per_stage(tmp_path, server_factory):
