@@ -28,8 +28,8 @@ DATA = REPO / "tests" / "data"
 SETS = {"dev": DATA / "verbnoun_dev.tsv", "gold": DATA / "verbnoun_gold.tsv",
         "holdout_v2": DATA / "verbnoun_holdout_v2.tsv", "holdout_v3": DATA / "verbnoun_holdout_v3.tsv",
         "holdout_v4": DATA / "verbnoun_holdout_v4.tsv", "holdout_v5": DATA / "verbnoun_holdout_v5.tsv",
-        "holdout_v1": DATA / "verbnoun_holdout.tsv"}
-HELD_OUT = ("holdout_v2", "holdout_v3", "holdout_v4", "holdout_v5", "holdout_v1")
+        "holdout_v6": DATA / "verbnoun_holdout_v6.tsv", "holdout_v1": DATA / "verbnoun_holdout.tsv"}
+HELD_OUT = ("holdout_v2", "holdout_v3", "holdout_v4", "holdout_v5", "holdout_v6", "holdout_v1")
 
 
 def load(path: Path) -> list[dict]:

@@ -19,7 +19,8 @@ HOLDOUT = DATA / "verbnoun_holdout_v2.tsv"  # a quarter of the same writing, kep
 HOLDOUT_V3 = DATA / "verbnoun_holdout_v3.tsv"  # written after the first rules (then seen)
 HOLDOUT_V4 = DATA / "verbnoun_holdout_v4.tsv"  # public-dataset styles, scored once on frozen rules (then seen)
 HOLDOUT_V5 = DATA / "verbnoun_holdout_v5.tsv"  # unseen styles (MM-Vet, charts, agents), scored once (then seen)
-LABELLED = [GOLD, DEV, HOLDOUT, HOLDOUT_V3, HOLDOUT_V4, HOLDOUT_V5, DATA / "verbnoun_holdout.tsv"]
+HOLDOUT_V6 = DATA / "verbnoun_holdout_v6.tsv"  # a realistic mix, scored once on the final rules (then seen)
+LABELLED = [GOLD, DEV, HOLDOUT, HOLDOUT_V3, HOLDOUT_V4, HOLDOUT_V5, HOLDOUT_V6, DATA / "verbnoun_holdout.tsv"]
 
 
 def load_gold(path: Path) -> list[dict]:

@@ -176,6 +176,9 @@ class Reader:
         if j < len(s) and s[j].lower in ("the", "a") and j + 1 < len(s) and s[j + 1].lower == "following" \
                 and (j + 2 >= len(s) or s[j + 2].tag in END):
             return None, j + 2
+        if (j < len(s) and s[j].lower in self.lex.adjs and s[j].tag in NOUN_TAGS | {"JJ"}
+                and (j + 1 >= len(s) or s[j + 1].tag in END)):
+            return None, j + 1  # "What am I doing wrong/NN?": a bare adjective at the end
         return self._np(s, j, obj=True)
 
     def _np(self, s: list[Tok], j: int, with_pp: bool = False, stop: int | None = None,
@@ -242,9 +245,9 @@ class Reader:
             k += 1
         end = k
         if with_pp:  # "the musician on stage", "the woman in the blue dress", "the shoes and the shirt"
-            while end + 1 < len(s) and (s[end].lower in NP_PREPS or s[end].lower in ("and", "or")) \
-                    and np_start(s, end + 1):
-                _, end = self._np(s, end + 1)
+            while end + 1 < len(s) and np_start(s, end + 1) and (s[end].lower in NP_PREPS or (
+                    s[end].lower in ("and", "or") and self._np(s, end + 1)[0] is not None)):
+                _, end = self._np(s, end + 1)  # not "calm or rough": adjectives, no second phrase
         if head is None or not head.is_noun:
             return None, end
         word = self.word(head.text, head.tag)
@@ -337,15 +340,23 @@ class Reader:
             start = k
             subject, k = self._np(s, k, with_pp=True)
             has_subject = k > start
-            if has_subject and aux in BE and (k >= len(s) or s[k].text in END) and k - start >= 3 \
-                    and s[k - 1].tag in NOUN_TAGS and s[k - 2].tag in NOUN_TAGS and s[k - 1].lower in self.lex.adjs:
-                subject, k = self._np(s, start, with_pp=True, stop=k - 1)  # "Why is the road wet/NN?"
+            if has_subject and aux in BE and (k >= len(s) or s[k].text in END or s[k].lower in ("or", "and")) \
+                    and k - start >= 3 and s[k - 1].tag in NOUN_TAGS and s[k - 1].lower in self.lex.adjs and (
+                        s[k - 2].tag in NOUN_TAGS or (s[k - 2].tag == "JJ" and self.lex.can_be_noun(s[k - 2]))):
+                # "Why is the road wet/NN?", "Is the light/JJ green/NN?", "Is the water calm/NN or rough?"
+                if s[k - 2].tag == "JJ":
+                    s[k - 2].tag = "NN"
+                subject, k = self._np(s, start, with_pp=True, stop=k - 1)
             if has_subject and aux in DO | MODAL and k - start >= 2 and not self._verb_next(s, k):
                 # "What does this code print/NN?", "Can the robot climb/NN stairs?": the verb
                 # is the last word of the phrase that can be one, after its first noun
                 first = next((i for i in range(start, k) if s[i].tag in NOUN_TAGS), k)
                 verb = next((i for i in range(k - 1, first, -1)  # not a name: "drop in March"
                              if s[i].tag in ("NN", "NNS") and self.lex.can_be_verb(s[i])), None)
+                if (verb is None and first < k and first > start and s[first - 1].tag == "JJ"
+                        and self.lex.can_be_noun(s[first - 1]) and self.lex.can_be_verb(s[first])):
+                    verb = first  # "might the cyclist/JJ face/NN": the noun before it is the subject
+                    s[first - 1].tag = "NN"
                 if verb is not None:
                     s[verb].tag = "VB"
                     subject, k = self._np(s, start, with_pp=True, stop=verb)
@@ -439,7 +450,10 @@ class Reader:
         m = k + 1
         while m < len(s) and s[m].tag == "RP":
             m += 1
-        if np_start(s, m) or (m < len(s) and s[m].tag in ("PRP",) and s[m].lower != "it"):
+        head, end = self._np(s, m) if np_start(s, m) else (None, m)
+        if head is not None and (end - m >= 2 or s[m].tag in ("DT", "PRP$", "CD") or s[m].lower not in self.lex.adjs):
+            return True  # the participle has its object: "Who is the man wearing a hat?" (not "doing wrong")
+        if m < len(s) and s[m].tag in ("PRP",) and s[m].lower != "it":
             return True
         return wh == "who" and not _stranded(s, m)
 

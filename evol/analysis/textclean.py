@@ -49,9 +49,10 @@ _INLINE_OPTIONS = re.compile(
     r"(?<=[?:])\s*(?:(?:options|choices)\s*:\s*)?\(?A[.):]\s.*$|(?:\s+(?:options|choices)\s*:.*$)",
     re.IGNORECASE | re.DOTALL,
 )
-# fixed answer-format sentences that dataset builders append to the real instruction
+# fixed answer-format sentences that dataset builders append to the real instruction (after
+# it: first, such a sentence is the request, as the paper's definition reads it)
 _BOILERPLATE = re.compile(
-    r"(?:^|(?<=[.?!\n]))[ \t]*(?:please\s+)?(?:"
+    r"(?<=[.?!\n])[ \t]*(?:please\s+)?(?:"
     r"answer (?:with|using) (?:the )?(?:option'?s? )?(?:letter|a single word|one word|a word)[^.?!\n]*"
     r"|answer the question (?:using|with|in) [^.?!\n]*"
     r"|(?:answer|respond|reply)(?: with)? (?:only )?(?:\"?yes\"? or \"?no\"?)[^.?!\n]*"
