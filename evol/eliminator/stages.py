@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from evol.backends.base import Backend, BackendError, Reply, Request, RunStopped, Sampling, TransportError
 from evol.eliminator.agree import agree
@@ -33,6 +33,7 @@ LATER = ("blind", "answer")  # the stages this module runs
 STAGE_FIELDS = ("examined", "rejected", "requests", "tokens_in", "tokens_out")  # per stage, in the manifest
 
 Call = Callable[[Backend, Request, Version, str], Awaitable[Reply]]
+T = TypeVar("T")
 
 
 def overturn(child: Item, stage: str, reason: str) -> None:
@@ -96,9 +97,10 @@ class LaterChecks:
                         overturn(child, stage, f"{stage} check failed: {exc}")
                 return
 
-    async def _ask(self, request: Request, version: Version, stage: str) -> Reply:
+    async def _ask(self, request: Request, version: Version, stage: str, parse: Callable[[Reply], T]) -> T:
+        """One call of a stage, parsed; an unusable reply is dropped from the cache and raises."""
         try:
-            return await self.call(self.backend, request, version, stage)
+            return parse(await self.call(self.backend, request, version, stage))
         except (TransportError, RunStopped):
             raise
         except BackendError:
@@ -107,12 +109,7 @@ class LaterChecks:
 
     async def _blind(self, rec: Record, version: Version, items: list[Item]) -> None:
         request = self.blind.build(rec, items, version.round, self.sampling)
-        reply = await self._ask(request, version, "blind")
-        try:
-            answers = self.blind.parse(reply, items)
-        except BackendError:
-            self.forget(self.backend, request)
-            raise
+        answers = await self._ask(request, version, "blind", lambda r: self.blind.parse(r, items))
         long: list[Pair] = []
         for child in items:
             got = answers.get(child.id)
@@ -121,67 +118,51 @@ class LaterChecks:
             elif not got.can_tell:
                 note(child, "blind", "cannot tell without the picture")
             else:
-                same = agree(child.answer, got.answer, child.options)
-                if same is None:
-                    long.append(Pair(child.id, child.question, child.answer, got.answer))
-                elif same:
-                    overturn(child, "blind", _blind_reason(got.answer, child.answer))
-                else:
-                    note(child, "blind", f"answered {got.answer!r} without the picture, which differs")
-        if long:
-            verdicts = await self._compare(rec, version, long, "blind")
-            by_id = {c.id: c for c in items}
-            for pair in long:
-                same = verdicts.get(pair.item_id)
-                if same is None:
-                    overturn(by_id[pair.item_id], "blind", "the comparison of answers gave no verdict for this item")
-                elif same:
-                    overturn(by_id[pair.item_id], "blind", _blind_reason(pair.got, pair.expected))
-                else:
-                    note(by_id[pair.item_id], "blind", f"answered {pair.got!r} without the picture, which differs")
+                self._settle(child, "blind", got.answer, agree(child.answer, got.answer, child.options), long)
+        await self._settle_long(rec, version, items, long, "blind")
 
     async def _answer(self, rec: Record, version: Version, items: list[Item]) -> None:
-        request = self.answer.build(rec, items, version.round, self.sampling,
-                                    send_image=self.send_image)
-        reply = await self._ask(request, version, "answer")
-        try:
-            answers = self.answer.parse(reply, items)
-        except BackendError:
-            self.forget(self.backend, request)
-            raise
+        request = self.answer.build(rec, items, version.round, self.sampling, send_image=self.send_image)
+        answers = await self._ask(request, version, "answer", lambda r: self.answer.parse(r, items))
         long: list[Pair] = []
         for child in items:
             got = answers.get(child.id)
             if got is None:
                 overturn(child, "answer", "the answer check gave no answer for this item")
-                continue
-            same = agree(child.answer, got, child.options)
-            if same is None:
-                long.append(Pair(child.id, child.question, child.answer, got))
-            elif same:
-                note(child, "answer", f"agrees: {got!r}")
             else:
-                overturn(child, "answer", _answer_reason(got, child.answer))
-        if long:
-            verdicts = await self._compare(rec, version, long, "answer")
-            by_id = {c.id: c for c in items}
-            for pair in long:
-                same = verdicts.get(pair.item_id)
-                if same is None:
-                    overturn(by_id[pair.item_id], "answer", "the comparison of answers gave no verdict for this item")
-                elif same:
-                    note(by_id[pair.item_id], "answer", f"agrees: {pair.got!r}")
-                else:
-                    overturn(by_id[pair.item_id], "answer", _answer_reason(pair.got, pair.expected))
+                self._settle(child, "answer", got, agree(child.answer, got, child.options), long)
+        await self._settle_long(rec, version, items, long, "answer")
 
-    async def _compare(self, rec: Record, version: Version, pairs: list[Pair], stage: str) -> dict[str, bool]:
-        request = self.same.build(rec.id, pairs, version.round, stage, self.sampling)
-        reply = await self._ask(request, version, stage)
-        try:
-            return self.same.parse(reply, pairs)
-        except BackendError:
-            self.forget(self.backend, request)
-            raise
+    @staticmethod
+    def _settle(child: Item, stage: str, got: str, same: bool | None, long: list[Pair]) -> None:
+        """The blind check rejects an item whose answer it could give; the answer check one
+        whose answer it could not. Answers too long to compare by words wait in `long`."""
+        if same is None:
+            long.append(Pair(child.id, child.question, child.answer, got))
+        elif stage == "blind":
+            if same:
+                overturn(child, stage, _blind_reason(got, child.answer))
+            else:
+                note(child, stage, f"answered {got!r} without the picture, which differs")
+        elif same:
+            note(child, stage, f"agrees: {got!r}")
+        else:
+            overturn(child, stage, _answer_reason(got, child.answer))
+
+    async def _settle_long(self, rec: Record, version: Version, items: list[Item], long: list[Pair],
+                           stage: str) -> None:
+        """One comparison call for the long answers of a stage, then each item settled."""
+        if not long:
+            return
+        request = self.same.build(rec.id, long, version.round, stage, self.sampling)
+        verdicts = await self._ask(request, version, stage, lambda r: self.same.parse(r, long))
+        by_id = {c.id: c for c in items}
+        for pair in long:
+            same = verdicts.get(pair.item_id)
+            if same is None:
+                overturn(by_id[pair.item_id], stage, "the comparison of answers gave no verdict for this item")
+            else:
+                self._settle(by_id[pair.item_id], stage, pair.got, same, [])
 
 
 def _blind_reason(blind: str, expected: str) -> str:
