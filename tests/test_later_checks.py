@@ -159,3 +159,33 @@ def test_a_run_killed_during_a_later_check_asks_nothing_answered_again(tmp_path,
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and "blind" in manifest["stages"] and "answer" in manifest["stages"]
     assert len(read_jsonl(out / "records.jsonl")) == n
+
+
+def test_a_server_dying_during_the_checks_stops_the_run_and_a_rerun_finishes(tmp_path, server_factory):
+    """A dead server is never an item's fault: the run stops with one error line and a
+    non-zero exit, nothing is written down as a blind-check result, and a rerun on a live
+    server finishes, asking nothing answered again."""
+    n = 4
+    seeds = write_llava_seeds(tmp_path, n)
+    first = server_factory(keep_prompts=True, improved_rate=1.0, slow=[((BLIND,), 60.0)])
+    out = tmp_path / "run"
+    extra = ("--rounds", "1", "--checks", "rules,judge,blind,answer", "--no-preflight")
+    proc = popen_cli(*evolve_args(seeds, out, first.url, *extra))
+    deadline = time.time() + 90
+    while time.time() < deadline and sum(BLIND in p["text"] for p in first.prompts()) < n:
+        time.sleep(0.05)
+    answered = {p["text"] for p in first.prompts() if BLIND not in p["text"]}
+    first.stop()  # the server dies with every record waiting on its blind call
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "error:" in stderr
+    assert not [r for r in read_jsonl(out / "rejects.jsonl") if r.get("stage") == "blind"], \
+        "a transport fault must not be written down as the item's result"
+    assert answered
+
+    second = server_factory(keep_prompts=True, improved_rate=1.0)
+    res = run_cli(*evolve_args(seeds, out, second.url, *extra))
+    assert res.returncode == 0, res.stderr
+    assert not answered & {p["text"] for p in second.prompts()}, "an answered call was asked again"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and len(read_jsonl(out / "records.jsonl")) == n
